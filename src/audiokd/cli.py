@@ -1,0 +1,81 @@
+"""Command-line entry points: the ``audiokd`` console script and the shared wrapper for DVC stage scripts."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from audiokd.config import ConfigError, load_section, read_params
+
+log = logging.getLogger("audiokd")
+
+
+def setup_logging() -> None:
+    """Log lines as ``time level module: message`` to stderr."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "transformers"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def stage_args(description: str, paths: dict[str, str]) -> argparse.Namespace:
+    """Parse a stage script's arguments: ``--params`` plus one ``--<name>`` path per entry of ``paths``.
+
+    Paths have no defaults in the scripts: ``dvc.yaml`` is the one place that names them.
+    """
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    for name, help_text in paths.items():
+        p.add_argument(f"--{name.replace('_', '-')}", dest=name, required=True, help=help_text)
+    return p.parse_args()
+
+
+def load_sections(params_file: str, *names: str) -> list:
+    """Validated params sections, in the order asked."""
+    raw = read_params(params_file)
+    return [load_section(raw, n) for n in names]
+
+
+def run_stage(main: Callable[[], object]) -> None:
+    """Run a stage's main: user errors become one ``error:`` line and exit status 2, not a traceback."""
+    from audiokd.data.audio import AudioError
+    from audiokd.data.manifest import ManifestError
+    from audiokd.distill.teacher_cache import StaleCacheError
+    from audiokd.training import TrainingError
+
+    setup_logging()
+    try:
+        main()
+    except (ConfigError, ManifestError, AudioError, StaleCacheError, TrainingError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _summary(args: argparse.Namespace) -> int:
+    from audiokd.evaluation import summary
+    from audiokd.io import read_json
+
+    path = Path(args.metrics)
+    if not path.is_file():
+        print(f"error: {path}: no metrics yet; run `dvc repro` first", file=sys.stderr)
+        return 2
+    print(summary(read_json(path)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``audiokd summary``: print the teacher/student summary of a metrics.json."""
+    parser = argparse.ArgumentParser(prog="audiokd", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("summary", help="print the teacher vs student summary")
+    s.add_argument("metrics", nargs="?", default="reports/metrics.json")
+    s.set_defaults(func=_summary)
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""Typed, validated params sections: one frozen dataclass per section of ``params.yaml``.
+
+Every field may carry validation metadata (``range``, ``choices``, ``length``). Loading rejects
+unknown keys, wrong types and out-of-range values with a :class:`ConfigError` whose message is a
+single line naming the dotted key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A params.yaml problem; its message is one line that names the key."""
+
+
+def _f(default: Any, *, range: tuple[float | None, float | None] | None = None,  # noqa: A002
+       choices: tuple[Any, ...] | None = None, length: int | None = None,
+       min_len: int | None = None, open_low: bool = False) -> Any:
+    """A dataclass field with validation metadata."""
+    meta = {"range": range, "choices": choices, "length": length, "min_len": min_len,
+            "open_low": open_low}
+    if isinstance(default, (list, tuple)):
+        value = tuple(default)
+        return field(default=value, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Fractions of clips per split when the manifest has no ``split`` column."""
+
+    train: float = _f(0.7, range=(0.0, 1.0), open_low=True)
+    val: float = _f(0.15, range=(0.0, 1.0), open_low=True)
+    test: float = _f(0.15, range=(0.0, 1.0), open_low=True)
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The embedded synthetic set used when ``data.manifest`` is empty."""
+
+    clips: int = _f(1000, range=(30, 100_000))
+    sample_rate: int = _f(22050, range=(4000, 96000))
+    min_duration_s: float = _f(1.5, range=(0.1, 60.0))
+    max_duration_s: float = _f(3.0, range=(0.1, 60.0))
+    noise: float = _f(0.3, range=(0.0, 1.0))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from, what to predict and how to split."""
+
+    manifest: str = ""
+    task: str = _f("regression", choices=("regression",))
+    targets: tuple[str, ...] = _f(("arousal", "valence"), min_len=1)
+    label_column: str = "label"
+    seed: int = _f(42, range=(0, 2**31 - 1))
+    split: SplitConfig = field(default_factory=SplitConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """Decoding and log-mel front end."""
+
+    sample_rate: int = _f(16000, range=(4000, 96000))
+    duration_s: float = _f(2.0, range=(0.1, 60.0))
+    n_fft: int = _f(512, range=(16, 16384))
+    hop_length: int = _f(250, range=(1, 16384))
+    n_mels: int = _f(64, range=(8, 512))
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """ViT teacher architecture and its training."""
+
+    hidden_size: int = _f(384, range=(16, 4096))
+    num_layers: int = _f(8, range=(1, 48))
+    num_heads: int = _f(6, range=(1, 64))
+    intermediate_size: int = _f(1536, range=(16, 16384))
+    patch_size: int = _f(16, range=(2, 64))
+    dropout: float = _f(0.0, range=(0.0, 0.9))
+    init_checkpoint: str = ""
+    epochs: int = _f(30, range=(1, 10_000))
+    batch_size: int = _f(32, range=(1, 65536))
+    lr: float = _f(3e-4, range=(0.0, 10.0), open_low=True)
+    weight_decay: float = _f(0.05, range=(0.0, 10.0))
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """MobileViT student architecture (trained by the distill stage)."""
+
+    arch: str = _f("mobilevit", choices=("mobilevit",))
+    hidden_sizes: tuple[int, ...] = _f((64, 80, 96), length=3)
+    neck_hidden_sizes: tuple[int, ...] = _f((16, 16, 24, 48, 64, 80, 320), length=7)
+    expand_ratio: float = _f(2.0, range=(1.0, 8.0))
+    num_heads: int = _f(4, range=(1, 16))
+    dropout: float = _f(0.1, range=(0.0, 0.9))
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation: total = alpha*hard + (1-alpha)*soft + beta*feature + gamma*attention."""
+
+    alpha: float = _f(0.1, range=(0.0, 1.0))
+    temperature: float = _f(1.0, range=(0.0, 100.0), open_low=True)
+    soft_loss: str = _f("mse", choices=("mse", "kl"))
+    epochs: int = _f(30, range=(1, 10_000))
+    batch_size: int = _f(32, range=(1, 65536))
+    lr: float = _f(2e-3, range=(0.0, 10.0), open_low=True)
+    weight_decay: float = _f(0.01, range=(0.0, 10.0))
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Quality, size and latency measurement of both models."""
+
+    latency_repeats: int = _f(30, range=(1, 10_000))
+    latency_warmup: int = _f(5, range=(0, 1000))
+    latency_threads: int = _f(1, range=(1, 256))
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow experiment; the store comes from MLFLOW_TRACKING_URI or mlruns/."""
+
+    experiment: str = "audiokd"
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Where and how training runs."""
+
+    device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    num_threads: int = _f(0, range=(0, 1024))
+    seed: int = _f(0, range=(0, 2**31 - 1))
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "audio": AudioConfig,
+    "teacher": TeacherConfig,
+    "student": StudentConfig,
+    "distill": DistillConfig,
+    "evaluate": EvaluateConfig,
+    "tracking": TrackingConfig,
+    "runtime": RuntimeConfig,
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotated type ``tp``; ints are accepted where floats are."""
+    origin = typing.get_origin(tp)
+    if origin in (tuple, list):
+        (item_tp, *_rest) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
+        return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
+    rng = meta.get("range")
+    if rng is not None:
+        lo, hi = rng
+        items = value if isinstance(value, tuple) else (value,)
+        low_bracket = "(" if meta.get("open_low") else "["
+        for v in items:
+            too_low = lo is not None and (v <= lo if meta.get("open_low") else v < lo)
+            if too_low or (hi is not None and v > hi):
+                raise ConfigError(f"{key} = {v!r} is out of range: allowed {low_bracket}{lo}, {hi}]")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {', '.join(map(str, choices))}")
+    if meta.get("length") is not None and len(value) != meta["length"]:
+        raise ConfigError(f"{key}: expected a list of exactly {meta['length']} values, got {len(value)}")
+    if meta.get("min_len") is not None and len(value) < meta["min_len"]:
+        raise ConfigError(f"{key}: expected at least {meta['min_len']} value(s), got {len(value)}")
+
+
+def build_section(cls: type[T], raw: Any, prefix: str) -> T:
+    """Build dataclass ``cls`` from the mapping ``raw``; ``prefix`` is the dotted key for messages."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix}: expected a mapping of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for k in raw:
+        if k not in names:
+            raise ConfigError(f"{prefix}.{k}: unknown key; known keys: {', '.join(sorted(names))}")
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in raw:
+            continue
+        key = f"{prefix}.{f.name}"
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[f.name] = build_section(tp, raw[f.name], key)
+            continue
+        value = _coerce(raw[f.name], tp, key)
+        _check(value, f.metadata, key)
+        kwargs[f.name] = value
+    obj = cls(**kwargs)
+    _cross_check(obj, prefix)
+    return obj
+
+
+def _cross_check(obj: Any, prefix: str) -> None:
+    """Constraints that span several keys of one section."""
+    if isinstance(obj, SplitConfig):
+        total = obj.train + obj.val + obj.test
+        if abs(total - 1.0) > 1e-6:
+            raise ConfigError(f"{prefix}: train + val + test must sum to 1, got {total:g}")
+    if isinstance(obj, SyntheticConfig) and obj.min_duration_s > obj.max_duration_s:
+        raise ConfigError(f"{prefix}.min_duration_s must not exceed {prefix}.max_duration_s")
+    if isinstance(obj, TeacherConfig) and obj.hidden_size % obj.num_heads:
+        raise ConfigError(f"{prefix}.hidden_size = {obj.hidden_size} must be divisible by "
+                          f"{prefix}.num_heads = {obj.num_heads}")
+    if isinstance(obj, StudentConfig) and any(h % obj.num_heads for h in obj.hidden_sizes):
+        raise ConfigError(f"{prefix}.hidden_sizes must all be divisible by {prefix}.num_heads")
+    if isinstance(obj, DataConfig) and len(set(obj.targets)) != len(obj.targets):
+        raise ConfigError(f"{prefix}.targets: names must be unique, got {list(obj.targets)}")
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    """Read the raw params file; a YAML error becomes one line naming the file."""
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: params file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level")
+    return raw
+
+
+def load_section(raw: dict[str, Any], name: str) -> Any:
+    """Validate and return one section of the raw params."""
+    for top in raw:
+        if top not in SECTIONS:
+            raise ConfigError(f"{top}: unknown params section; known: {', '.join(SECTIONS)}")
+    return build_section(SECTIONS[name], raw.get(name), name)
+
+
+def section_to_dict(obj: Any) -> dict[str, Any]:
+    """A section as plain Python data (tuples become lists), e.g. for logging."""
+    def conv(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple):
+            return [conv(x) for x in v]
+        return v
+    return conv(obj)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{key}."))
+        else:
+            out[key] = v
+    return out
+

@@ -1,0 +1,113 @@
+"""The embedded synthetic set: real waveforms whose acoustics carry two emotion-like targets.
+
+Each clip is a short melody of harmonic notes over background noise. The targets drive how it sounds,
+as in music-emotion research (arousal ~ tempo, loudness, attack; valence ~ pitch, brightness, mode):
+
+- ``arousal`` in [-1, 1]: note rate (onset density), loudness, attack sharpness, staccato.
+- ``valence`` in [-1, 1]: pitch register, spectral brightness (harmonic roll-off), major vs minor mode.
+
+Nuisance factors that do not depend on the targets (recording gain, timbre, transposition, background
+noise, clip length, stereo or mono) keep the task from being trivial. Everything is drawn from one
+``numpy`` generator seeded by ``data.seed``, so the set is identical on every machine.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from audiokd.config import DataConfig
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("arousal", "valence")
+_MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
+_MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
+
+
+def _note(rng: np.random.Generator, freq: float, n: int, sr: int, rolloff: float, attack_s: float,
+          n_harmonics: int) -> np.ndarray:
+    """One harmonic note with an attack/exponential-decay envelope."""
+    t = np.arange(n) / sr
+    harmonics = np.arange(1, n_harmonics + 1)
+    harmonics = harmonics[harmonics * freq < sr / 2 * 0.9]
+    amps = harmonics.astype(np.float64) ** (-rolloff)
+    phases = rng.uniform(0, 2 * np.pi, size=len(harmonics))
+    wave = (amps[:, None] * np.sin(2 * np.pi * freq * harmonics[:, None] * t[None, :] + phases[:, None])).sum(0)
+    attack = np.clip(t / max(attack_s, 1e-4), 0.0, 1.0)
+    decay = np.exp(-t * rng.uniform(2.0, 6.0))
+    release = np.clip((n - np.arange(n)) / max(1, int(0.01 * sr)), 0.0, 1.0)
+    return wave / amps.sum() * attack * decay * release
+
+
+def synth_clip(rng: np.random.Generator, arousal: float, valence: float, sr: int, duration_s: float,
+               noise: float) -> np.ndarray:
+    """Render one clip, shape ``(samples,)``, peak below 1."""
+    a01, v01 = (arousal + 1) / 2, (valence + 1) / 2
+    n = int(round(duration_s * sr))
+    out = np.zeros(n)
+    rate = (1.5 + 5.5 * a01) * rng.uniform(0.8, 1.2)  # notes per second
+    legato = np.clip(1.0 - 0.5 * a01 + rng.normal(0, 0.1), 0.3, 1.0)
+    attack_s = 0.06 - 0.05 * a01
+    major = rng.random() < 1 / (1 + np.exp(-4 * valence))
+    scale = _MAJOR if major else _MINOR
+    root_midi = 50 + 16 * v01 + rng.normal(0, 2.5 * noise + 0.5)
+    rolloff = 2.4 - 1.6 * v01 + rng.normal(0, 0.4 * noise)
+    n_harmonics = int(rng.integers(6, 14))
+    t = rng.uniform(0, 0.3 / rate)
+    while t < duration_s:
+        step = rng.exponential(1 / rate) * 0.5 + 0.5 / rate
+        degree = int(rng.integers(0, 7))
+        octave = int(rng.choice([0, 0, 0, 1, -1]))
+        freq = 440.0 * 2 ** ((root_midi + scale[degree] + 12 * octave - 69) / 12)
+        start = int(t * sr)
+        length = min(n - start, max(1, int(step * legato * sr)))
+        out[start:start + length] += _note(rng, freq, length, sr, max(rolloff, 0.3), attack_s, n_harmonics)
+        t += step
+    loud_db = -28 + 20 * a01 + rng.normal(0, 6 * noise)
+    out *= 10 ** (loud_db / 20) / (np.sqrt(np.mean(out**2)) + 1e-9) * 0.3
+    snr_db = rng.uniform(35 - 30 * noise, 45 - 30 * noise)
+    sig_rms = np.sqrt(np.mean(out**2)) + 1e-9
+    bg = np.cumsum(rng.normal(size=n)) * 0.02 + rng.normal(size=n)  # pink-ish
+    bg -= bg.mean()
+    bg *= sig_rms * 10 ** (-snr_db / 20) / (np.sqrt(np.mean(bg**2)) + 1e-9)
+    out += bg
+    peak = np.abs(out).max()
+    if peak > 0.99:
+        out *= 0.99 / peak
+    return out.astype(np.float32)
+
+
+def generate(cfg: DataConfig, out_dir: Path) -> pd.DataFrame:
+    """Write the synthetic clips under ``out_dir/audio`` and return their manifest rows.
+
+    Returns a frame with ``path`` (relative to ``out_dir``), one column per target. Deterministic in
+    ``cfg.seed``.
+    """
+    unknown = [t for t in cfg.targets if t not in TARGETS]
+    if unknown:
+        from audiokd.config import ConfigError
+
+        raise ConfigError(f"data.targets: {unknown} not in the embedded synthetic set, which provides "
+                          f"{', '.join(TARGETS)}; set data.manifest to use your own data")
+    syn = cfg.synthetic
+    rng = np.random.default_rng(cfg.seed)
+    audio_dir = out_dir / "audio"
+    audio_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(syn.clips):
+        arousal, valence = rng.uniform(-1, 1, size=2)
+        duration = rng.uniform(syn.min_duration_s, syn.max_duration_s)
+        wave = synth_clip(rng, arousal, valence, syn.sample_rate, duration, syn.noise)
+        if i % 5 == 0:  # some stereo clips, to exercise the mix-down
+            pan = rng.uniform(0.6, 1.0)
+            wave = np.stack([wave * pan, wave * (1.6 - pan)], axis=1)
+        rel = f"audio/clip_{i:05d}.wav"
+        sf.write(out_dir / rel, wave, syn.sample_rate, subtype="PCM_16")
+        rows.append({"path": rel, "arousal": round(float(arousal), 4), "valence": round(float(valence), 4)})
+    log.info("synthesised %d clips at %d Hz in %s", syn.clips, syn.sample_rate, audio_dir)
+    return pd.DataFrame(rows)[["path", *cfg.targets]]

@@ -1,0 +1,93 @@
+"""The distill stage: train the MobileViT student against labels and the teacher's cached outputs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import torch
+
+from audiokd.config import (
+    DataConfig,
+    DistillConfig,
+    RuntimeConfig,
+    StudentConfig,
+    TrackingConfig,
+    section_to_dict,
+)
+from audiokd.data.features import FeatureSet
+from audiokd.distill import teacher_cache
+from audiokd.distill.losses import KDLoss
+from audiokd.io import atomic_dir, read_json, write_json
+from audiokd.models import LogitsOnly, count_params
+from audiokd.models.student import build_student
+from audiokd.teacher_training import check_targets
+from audiokd.tracking import MetricBuffer, log_torch_model, stage_run, tracking_uri
+from audiokd.training import FitSettings, fit, resolve_device, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def run_name(cfg: DistillConfig) -> str:
+    """A run name that says the KD settings, so the MLflow compare view lines runs up."""
+    return f"distill T={cfg.temperature:g} a={cfg.alpha:g} soft={cfg.soft_loss}"
+
+
+def distill(data: DataConfig, student: StudentConfig, cfg: DistillConfig, tracking: TrackingConfig,
+            runtime: RuntimeConfig, features_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
+            params_file: str | Path | None = None) -> dict:
+    """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (see :mod:`audiokd.distill.losses`).
+
+    The teacher's outputs come from its cache (computed once by train_teacher), so each step runs one
+    forward pass, the student's. Writes ``out_dir`` (``save_pretrained`` files, ``history.csv``,
+    ``meta.json``) and logs the student to MLflow as a model named ``student``.
+    """
+    fs = FeatureSet.load(features_dir)
+    check_targets(data, fs)
+    teacher_dir = Path(teacher_dir)
+    teacher_meta = read_json(teacher_dir / "meta.json")
+    cached = teacher_cache.load(teacher_dir / "predictions", fs.meta) if cfg.alpha < 1 else {}
+    if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
+        log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
+    device = resolve_device(runtime.device)
+    if runtime.num_threads:
+        torch.set_num_threads(runtime.num_threads)
+    seed_everything(runtime.seed)
+    model = build_student(student, fs.input_shape, len(fs.targets))
+    n_params = count_params(model)
+    train, val = fs.split("train"), fs.split("val")
+    kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss)
+    teacher_train = cached.get("train")
+    if teacher_train is not None:
+        teacher_train = teacher_train.to(device)
+
+    def objective(out: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        return kd(out, y, None if teacher_train is None else teacher_train[idx.to(device)])
+
+    settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
+                           weight_decay=cfg.weight_decay, seed=runtime.seed, device=device, desc="distill")
+    params = {"data": section_to_dict(data), "student": section_to_dict(student),
+              "distill": section_to_dict(cfg), "runtime": section_to_dict(runtime)}
+    tags = {"teacher_run_id": str(teacher_meta.get("run_id", "")), "kd.soft_loss": cfg.soft_loss}
+    log.info("student: MobileViT %.2fM parameters (teacher %.2fM, %.1fx smaller)", n_params / 1e6,
+             teacher_meta["params"] / 1e6, teacher_meta["params"] / n_params)
+    with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
+        mlflow.log_metric("model/params", n_params)
+        result = fit(model, objective, train, val, fs.targets, settings, MetricBuffer())
+        mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
+        model.cpu().eval()
+        model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
+        meta = {"run_id": run.info.run_id, "tracking_uri": tracking_uri(), "experiment": tracking.experiment,
+                "model_uri": model_uri, "teacher_run_id": teacher_meta.get("run_id"),
+                "best_epoch": result.best_epoch, "val_ccc_mean": result.best_score, "params": n_params,
+                "input_shape": list(fs.input_shape), "targets": fs.targets}
+        with atomic_dir(out_dir) as tmp:
+            model.save_pretrained(tmp)
+            pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
+            write_json(tmp / "meta.json", meta)
+        if params_file:
+            mlflow.log_artifact(str(params_file))
+    log.info("student: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
+    return meta

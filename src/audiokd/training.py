@@ -1,0 +1,159 @@
+"""One training loop for teacher and student: progress bars, per-step metrics, best-epoch selection."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from audiokd.data.features import SplitData
+from audiokd.metrics import ccc_per_target
+from audiokd.models import predict
+from audiokd.tracking import MetricBuffer
+
+log = logging.getLogger(__name__)
+
+# (model outputs, labels, batch indices into the train split) -> named loss terms, "total" included
+Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says where and why."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """What the loop needs from a training section of params.yaml."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    seed: int
+    device: torch.device
+    desc: str = "train"
+    grad_clip: float = 1.0
+
+
+@dataclass
+class FitResult:
+    """Outcome of :func:`fit`: the model holds the best epoch's weights when it returns."""
+
+    best_epoch: int
+    best_score: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch so that CPU runs repeat exactly."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from audiokd.config import ConfigError
+
+        raise ConfigError("runtime.device = 'cuda' but no CUDA device is available; use auto or cpu")
+    return torch.device(name)
+
+
+def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """Linear warm-up, then cosine decay to 1% of the peak rate."""
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return f
+
+
+def evaluate_split(model: torch.nn.Module, data: SplitData, targets: list[str],
+                   device: torch.device) -> dict[str, float]:
+    """``loss`` (MSE to the standardised labels), ``ccc_mean`` and ``ccc_<target>`` on ``data``."""
+    pred = predict(model, data.x, device=device)
+    out = {"loss": float(torch.nn.functional.mse_loss(pred, data.y))}
+    per = ccc_per_target(pred.numpy(), data.y.numpy(), targets)
+    out["ccc_mean"] = float(np.mean(list(per.values())))
+    out.update({f"ccc_{k}": v for k, v in per.items()})
+    return out
+
+
+def fit(model: torch.nn.Module, objective: Objective, train: SplitData, val: SplitData, targets: list[str],
+        s: FitSettings, metrics: MetricBuffer | None = None) -> FitResult:
+    """Train ``model`` with AdamW; keep the epoch with the best validation CCC.
+
+    Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss``,
+    ``val/ccc_mean`` and ``val/ccc_<target>``. A tqdm bar per epoch shows ``loss``, ``hard`` and ``soft``.
+    """
+    gen = torch.Generator().manual_seed(s.seed)
+    model.to(s.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    n = len(train)
+    # a final batch of one sample breaks batch norm in training mode: fold it away
+    steps_per_epoch = max(1, n // s.batch_size if n % s.batch_size < 2 else math.ceil(n / s.batch_size))
+    total_steps = steps_per_epoch * s.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, max(1, min(steps_per_epoch,
+                                                                                        total_steps // 10))))
+    best = FitResult(best_epoch=0, best_score=-math.inf)
+    best_state: dict[str, torch.Tensor] | None = None
+    step = 0
+    for epoch in range(1, s.epochs + 1):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        sums: dict[str, float] = defaultdict(float)
+        bar = tqdm(range(steps_per_epoch), desc=f"{s.desc} {epoch}/{s.epochs}", unit="step", leave=False)
+        for b in bar:
+            idx = perm[b * s.batch_size:(b + 1) * s.batch_size] if b < steps_per_epoch - 1 else \
+                perm[b * s.batch_size:]
+            x, y = train.x[idx].to(s.device), train.y[idx].to(s.device)
+            terms = objective(model(pixel_values=x).logits, y, idx)
+            values = {k: float(v.detach()) for k, v in terms.items()}
+            bad = [k for k, v in values.items() if not math.isfinite(v)]
+            if bad:
+                raise TrainingError(f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
+                                    f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}")
+            opt.zero_grad(set_to_none=True)
+            terms["total"].backward()
+            if s.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            for k, v in values.items():
+                sums[k] += v
+            if metrics is not None:
+                metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+            bar.set_postfix({"loss": f"{values['total']:.4f}",
+                             **{k: f"{values[k]:.4f}" for k in ("hard", "soft") if k in values}})
+        bar.close()
+        val_metrics = evaluate_split(model, val, targets, s.device)
+        row = {"epoch": epoch, **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
+               **{f"val_{k}": v for k, v in val_metrics.items()}}
+        best.history.append(row)
+        if metrics is not None:
+            metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
+            metrics.flush()
+        improved = val_metrics["ccc_mean"] > best.best_score
+        if improved:
+            best.best_epoch, best.best_score = epoch, val_metrics["ccc_mean"]
+            best_state = copy.deepcopy(model.state_dict())
+        log.info("%s epoch %d/%d: loss %.4f  val loss %.4f  val ccc %.4f%s", s.desc, epoch, s.epochs,
+                 sums["total"] / steps_per_epoch, val_metrics["loss"], val_metrics["ccc_mean"],
+                 "  (best)" if improved else "")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return best
