@@ -18,7 +18,9 @@ run: setup ## dvc repro on the embedded default data, then the teacher vs studen
 	dvc repro
 	audiokd summary reports/metrics.json
 
-test: setup ## the whole test suite, the real end-to-end pipeline included
+test: setup ## lint, then the whole test suite, the real end-to-end pipeline included
+	ruff check src stages tests
+	ruff format --check src stages tests
 	pytest
 
 test-fast: setup ## unit tests only (skips tests marked slow)

@@ -6,8 +6,14 @@ from audiokd.distill.run import distill
 
 def main() -> None:
     """Read ``data``, ``student``, ``distill``, ``tracking``, ``runtime``; write the student folder."""
-    args = stage_args(__doc__, {"features": "features folder (input)", "teacher": "teacher folder (input)",
-                                "out": "student folder to write"})
+    args = stage_args(
+        __doc__,
+        {
+            "features": "features folder (input)",
+            "teacher": "teacher folder (input)",
+            "out": "student folder to write",
+        },
+    )
     sections = load_sections(args.params, "data", "student", "distill", "tracking", "runtime")
     distill(*sections, args.features, args.teacher, args.out, params_file=args.params)
 

@@ -22,25 +22,35 @@ def test_default_params_validate(repo_root):
 
 def test_default_params_comment_every_key(repo_root):
     # every key line inside a section carries a one-line comment
-    lines = [ln for ln in (repo_root / "params.yaml").read_text().splitlines()
-             if ln.startswith("  ") and ":" in ln and not ln.strip().startswith("#")]
+    lines = [
+        ln
+        for ln in (repo_root / "params.yaml").read_text().splitlines()
+        if ln.startswith("  ") and ":" in ln and not ln.strip().startswith("#")
+    ]
     assert lines and all("#" in ln for ln in lines)
 
 
-@pytest.mark.parametrize(("section", "patch", "message"), [
-    ("distill", {"alpha": 1.5}, "distill.alpha = 1.5 is out of range"),
-    ("distill", {"alpha": -0.1}, "distill.alpha = -0.1 is out of range"),
-    ("distill", {"temperature": 0}, "distill.temperature = 0.0 is out of range: allowed (0.0"),
-    ("distill", {"epochs": 0}, "distill.epochs = 0 is out of range"),
-    ("distill", {"temprature": 2}, "distill.temprature: unknown key"),
-    ("distill", {"soft_loss": "l1"}, "distill.soft_loss = 'l1' is not allowed"),
-    ("distill", {"epochs": "ten"}, "distill.epochs: expected an integer"),
-    ("teacher", {"num_heads": 5}, "teacher.hidden_size = 384 must be divisible"),
-    ("data", {"split": {"train": 0.5, "val": 0.1, "test": 0.1}}, "data.split: train + val + test must sum to 1"),
-    ("data", {"synthetic": {"clips": 5}}, "data.synthetic.clips = 5 is out of range"),
-    ("student", {"hidden_sizes": [64, 80]}, "student.hidden_sizes: expected a list of exactly 3"),
-    ("runtime", {"device": "tpu"}, "runtime.device = 'tpu' is not allowed"),
-])
+@pytest.mark.parametrize(
+    ("section", "patch", "message"),
+    [
+        ("distill", {"alpha": 1.5}, "distill.alpha = 1.5 is out of range"),
+        ("distill", {"alpha": -0.1}, "distill.alpha = -0.1 is out of range"),
+        ("distill", {"temperature": 0}, "distill.temperature = 0.0 is out of range: allowed (0.0"),
+        ("distill", {"epochs": 0}, "distill.epochs = 0 is out of range"),
+        ("distill", {"temprature": 2}, "distill.temprature: unknown key"),
+        ("distill", {"soft_loss": "l1"}, "distill.soft_loss = 'l1' is not allowed"),
+        ("distill", {"epochs": "ten"}, "distill.epochs: expected an integer"),
+        ("teacher", {"num_heads": 5}, "teacher.hidden_size = 384 must be divisible"),
+        (
+            "data",
+            {"split": {"train": 0.5, "val": 0.1, "test": 0.1}},
+            "data.split: train + val + test must sum to 1",
+        ),
+        ("data", {"synthetic": {"clips": 5}}, "data.synthetic.clips = 5 is out of range"),
+        ("student", {"hidden_sizes": [64, 80]}, "student.hidden_sizes: expected a list of exactly 3"),
+        ("runtime", {"device": "tpu"}, "runtime.device = 'tpu' is not allowed"),
+    ],
+)
 def test_bad_values_name_the_key(repo_root, section, patch, message):
     raw = _params(repo_root)
     raw[section] = {**raw[section], **patch}
@@ -63,8 +73,13 @@ def test_stage_refuses_bad_params_with_one_line_and_writes_nothing(repo_root, tm
     bad = tmp_path / "params.yaml"
     bad.write_text(yaml.safe_dump(raw))
     out = tmp_path / "prepared"
-    proc = subprocess.run([sys.executable, str(repo_root / "stages" / "prepare.py"), "--params", str(bad),
-                           "--out", str(out)], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(repo_root / "stages" / "prepare.py"), "--params", str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     assert proc.returncode == 2
     err_lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert err_lines == ["error: data.split.val = 2.0 is out of range: allowed (0.0, 1.0]"]

@@ -15,8 +15,9 @@ log = logging.getLogger("audiokd")
 
 def setup_logging() -> None:
     """Log lines as ``time level module: message`` to stderr."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
+    )
     for noisy in ("mlflow", "alembic", "urllib3", "httpx", "transformers"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

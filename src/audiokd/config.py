@@ -23,12 +23,17 @@ class ConfigError(ValueError):
     """A params.yaml problem; its message is one line that names the key."""
 
 
-def _f(default: Any, *, range: tuple[float | None, float | None] | None = None,  # noqa: A002
-       choices: tuple[Any, ...] | None = None, length: int | None = None,
-       min_len: int | None = None, open_low: bool = False) -> Any:
+def _f(
+    default: Any,
+    *,
+    range: tuple[float | None, float | None] | None = None,  # noqa: A002
+    choices: tuple[Any, ...] | None = None,
+    length: int | None = None,
+    min_len: int | None = None,
+    open_low: bool = False,
+) -> Any:
     """A dataclass field with validation metadata."""
-    meta = {"range": range, "choices": choices, "length": length, "min_len": min_len,
-            "open_low": open_low}
+    meta = {"range": range, "choices": choices, "length": length, "min_len": min_len, "open_low": open_low}
     if isinstance(default, (list, tuple)):
         value = tuple(default)
         return field(default=value, metadata=meta)
@@ -249,8 +254,10 @@ def _cross_check(obj: Any, prefix: str) -> None:
     if isinstance(obj, SyntheticConfig) and obj.min_duration_s > obj.max_duration_s:
         raise ConfigError(f"{prefix}.min_duration_s must not exceed {prefix}.max_duration_s")
     if isinstance(obj, TeacherConfig) and obj.hidden_size % obj.num_heads:
-        raise ConfigError(f"{prefix}.hidden_size = {obj.hidden_size} must be divisible by "
-                          f"{prefix}.num_heads = {obj.num_heads}")
+        raise ConfigError(
+            f"{prefix}.hidden_size = {obj.hidden_size} must be divisible by "
+            f"{prefix}.num_heads = {obj.num_heads}"
+        )
     if isinstance(obj, StudentConfig) and any(h % obj.num_heads for h in obj.hidden_sizes):
         raise ConfigError(f"{prefix}.hidden_sizes must all be divisible by {prefix}.num_heads")
     if isinstance(obj, DataConfig) and len(set(obj.targets)) != len(obj.targets):
@@ -283,12 +290,14 @@ def load_section(raw: dict[str, Any], name: str) -> Any:
 
 def section_to_dict(obj: Any) -> dict[str, Any]:
     """A section as plain Python data (tuples become lists), e.g. for logging."""
+
     def conv(v: Any) -> Any:
         if dataclasses.is_dataclass(v):
             return {f.name: conv(getattr(v, f.name)) for f in dataclasses.fields(v)}
         if isinstance(v, tuple):
             return [conv(x) for x in v]
         return v
+
     return conv(obj)
 
 
@@ -302,4 +311,3 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-

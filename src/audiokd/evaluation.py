@@ -1,4 +1,4 @@
-"""The evaluate stage: teacher vs student on the test split (quality, size, latency), metrics and plot data."""
+"""The evaluate stage: teacher vs student on the test split (quality, size, latency), metrics, plot data."""
 
 from __future__ import annotations
 
@@ -28,7 +28,9 @@ log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int, warmup: int, threads: int) -> float:
+def latency_ms(
+    model: torch.nn.Module, example: torch.Tensor, repeats: int, warmup: int, threads: int
+) -> float:
     """Median wall time of one forward pass on the CPU, in milliseconds, after ``warmup`` passes."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -46,26 +48,47 @@ def latency_ms(model: torch.nn.Module, example: torch.Tensor, repeats: int, warm
     return float(statistics.median(times))
 
 
-def _model_report(model: torch.nn.Module, folder: Path, fs: FeatureSet, x: torch.Tensor, y_true: np.ndarray,
-                  cfg: EvaluateConfig) -> tuple[dict[str, Any], np.ndarray]:
+def _model_report(
+    model: torch.nn.Module,
+    folder: Path,
+    fs: FeatureSet,
+    x: torch.Tensor,
+    y_true: np.ndarray,
+    cfg: EvaluateConfig,
+) -> tuple[dict[str, Any], np.ndarray]:
     pred = fs.denormalise_targets(predict(model, x).numpy())
     per = ccc_per_target(pred, y_true, fs.targets)
-    report = {"ccc_mean": float(np.mean(list(per.values()))), "ccc": per, "params": count_params(model),
-              "size_mb": round(weights_size_mb(folder), 4),
-              "latency_ms": round(latency_ms(model, x[:1], cfg.latency_repeats, cfg.latency_warmup,
-                                             cfg.latency_threads), 4)}
+    report = {
+        "ccc_mean": float(np.mean(list(per.values()))),
+        "ccc": per,
+        "params": count_params(model),
+        "size_mb": round(weights_size_mb(folder), 4),
+        "latency_ms": round(
+            latency_ms(model, x[:1], cfg.latency_repeats, cfg.latency_warmup, cfg.latency_threads), 4
+        ),
+    }
     return report, pred
 
 
 def _predictions_table(pred: np.ndarray, true: np.ndarray, targets: list[str]) -> pd.DataFrame:
-    rows = [{"target": t, "label": float(true[i, k]), "predicted": float(pred[i, k])}
-            for k, t in enumerate(targets) for i in range(len(true))]
+    rows = [
+        {"target": t, "label": float(true[i, k]), "predicted": float(pred[i, k])}
+        for k, t in enumerate(targets)
+        for i in range(len(true))
+    ]
     return pd.DataFrame(rows)
 
 
-def evaluate(data: DataConfig, cfg: EvaluateConfig, tracking: TrackingConfig, features_dir: str | Path,
-             teacher_dir: str | Path, student_dir: str | Path, metrics_path: str | Path,
-             plots_dir: str | Path) -> dict[str, Any]:
+def evaluate(
+    data: DataConfig,
+    cfg: EvaluateConfig,
+    tracking: TrackingConfig,
+    features_dir: str | Path,
+    teacher_dir: str | Path,
+    student_dir: str | Path,
+    metrics_path: str | Path,
+    plots_dir: str | Path,
+) -> dict[str, Any]:
     """Score both models on the test split; write ``metrics.json`` (schema in the design notes) and plot data.
 
     ``plots_dir`` receives ``{teacher,student}_history.csv`` (per-epoch losses) and
@@ -90,23 +113,29 @@ def evaluate(data: DataConfig, cfg: EvaluateConfig, tracking: TrackingConfig, fe
     plots_dir.mkdir(parents=True, exist_ok=True)
     for name, folder, pred in (("teacher", teacher_dir, t_pred), ("student", student_dir, s_pred)):
         shutil.copyfile(folder / "history.csv", plots_dir / f"{name}_history.csv")
-        _predictions_table(pred, y_true, fs.targets).to_csv(plots_dir / f"{name}_predictions.csv", index=False)
+        _predictions_table(pred, y_true, fs.targets).to_csv(
+            plots_dir / f"{name}_predictions.csv", index=False
+        )
     write_json(metrics_path, metrics)
     _log_to_student_run(student_dir, tracking, metrics, Path(metrics_path))
     return metrics
 
 
-def _log_to_student_run(student_dir: Path, tracking: TrackingConfig, metrics: dict[str, Any],
-                        metrics_path: Path) -> None:
+def _log_to_student_run(
+    student_dir: Path, tracking: TrackingConfig, metrics: dict[str, Any], metrics_path: Path
+) -> None:
     """Attach the test metrics to the distill run, so MLflow compares runs on test quality too."""
     run_id = read_json(student_dir / "meta.json").get("run_id")
     if not run_id:
         return
     setup(tracking.experiment)
-    flat = {"test/teacher_ccc_mean": metrics["teacher"]["ccc_mean"],
-            "test/student_ccc_mean": metrics["student"]["ccc_mean"],
-            "test/retention": metrics["retention"], "test/compression": metrics["compression"],
-            "test/speedup": metrics["speedup"]}
+    flat = {
+        "test/teacher_ccc_mean": metrics["teacher"]["ccc_mean"],
+        "test/student_ccc_mean": metrics["student"]["ccc_mean"],
+        "test/retention": metrics["retention"],
+        "test/compression": metrics["compression"],
+        "test/speedup": metrics["speedup"],
+    }
     flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"]["ccc"].items()})
     client = mlflow.MlflowClient()
     for k, v in flat.items():
@@ -119,9 +148,13 @@ def summary(metrics: dict[str, Any]) -> str:
     t, s = metrics["teacher"], metrics["student"]
     lines = [f"{'':10}{'CCC mean':>10}{'params':>12}{'size MB':>10}{'latency ms':>12}"]
     for name, m in (("teacher", t), ("student", s)):
-        lines.append(f"{name:10}{m['ccc_mean']:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}")
-    lines.append(f"retention {metrics['retention']:.3f} of the teacher's CCC, compression "
-                 f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x (CPU, batch 1)")
+        lines.append(
+            f"{name:10}{m['ccc_mean']:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
+        )
+    lines.append(
+        f"retention {metrics['retention']:.3f} of the teacher's CCC, compression "
+        f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x (CPU, batch 1)"
+    )
     targets = ", ".join(f"{k} {v:.3f}" for k, v in s["ccc"].items())
     lines.append(f"student CCC per target: {targets}")
     return "\n".join(lines)

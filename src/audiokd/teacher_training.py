@@ -9,7 +9,14 @@ import mlflow
 import pandas as pd
 import torch
 
-from audiokd.config import ConfigError, DataConfig, RuntimeConfig, TeacherConfig, TrackingConfig, section_to_dict
+from audiokd.config import (
+    ConfigError,
+    DataConfig,
+    RuntimeConfig,
+    TeacherConfig,
+    TrackingConfig,
+    section_to_dict,
+)
 from audiokd.data.features import FeatureSet
 from audiokd.distill import teacher_cache
 from audiokd.distill.losses import hard_mse
@@ -25,12 +32,21 @@ log = logging.getLogger(__name__)
 def check_targets(data: DataConfig, fs: FeatureSet) -> None:
     """The features must carry the targets params.yaml names."""
     if list(data.targets) != fs.targets:
-        raise ConfigError(f"data.targets = {list(data.targets)} but the features hold {fs.targets}; "
-                          "rerun preprocess (dvc repro does)")
+        raise ConfigError(
+            f"data.targets = {list(data.targets)} but the features hold {fs.targets}; "
+            "rerun preprocess (dvc repro does)"
+        )
 
 
-def train_teacher(data: DataConfig, teacher: TeacherConfig, tracking: TrackingConfig, runtime: RuntimeConfig,
-                  features_dir: str | Path, out_dir: str | Path, params_file: str | Path | None = None) -> dict:
+def train_teacher(
+    data: DataConfig,
+    teacher: TeacherConfig,
+    tracking: TrackingConfig,
+    runtime: RuntimeConfig,
+    features_dir: str | Path,
+    out_dir: str | Path,
+    params_file: str | Path | None = None,
+) -> dict:
     """Train the teacher with MSE, keep the best epoch by validation CCC, save it and its predictions.
 
     Writes ``out_dir``: ``config.json`` + ``model.safetensors`` (``save_pretrained``), ``predictions/``
@@ -45,30 +61,53 @@ def train_teacher(data: DataConfig, teacher: TeacherConfig, tracking: TrackingCo
     model = build_teacher(teacher, fs.input_shape, len(fs.targets))
     n_params = count_params(model)
     train, val = fs.split("train"), fs.split("val")
-    settings = FitSettings(epochs=teacher.epochs, batch_size=teacher.batch_size, lr=teacher.lr,
-                           weight_decay=teacher.weight_decay, seed=runtime.seed, device=device, desc="teacher")
-    params = {"data": section_to_dict(data), "teacher": section_to_dict(teacher),
-              "runtime": section_to_dict(runtime)}
+    settings = FitSettings(
+        epochs=teacher.epochs,
+        batch_size=teacher.batch_size,
+        lr=teacher.lr,
+        weight_decay=teacher.weight_decay,
+        seed=runtime.seed,
+        device=device,
+        desc="teacher",
+    )
+    params = {
+        "data": section_to_dict(data),
+        "teacher": section_to_dict(teacher),
+        "runtime": section_to_dict(runtime),
+    }
 
     def objective(out: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         hard = hard_mse(out, y)
         return {"hard": hard, "total": hard}
 
-    log.info("teacher: ViT %.2fM parameters, input %s, %d train / %d val clips", n_params / 1e6,
-             fs.input_shape, len(train), len(val))
+    log.info(
+        "teacher: ViT %.2fM parameters, input %s, %d train / %d val clips",
+        n_params / 1e6,
+        fs.input_shape,
+        len(train),
+        len(val),
+    )
     with stage_run("train_teacher", tracking.experiment, "teacher", params) as run:
         mlflow.log_metric("model/params", n_params)
         buf = MetricBuffer()
         result = fit(model, objective, train, val, fs.targets, settings, buf)
         mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
         model.cpu()
-        meta = {"run_id": run.info.run_id, "tracking_uri": tracking_uri(), "experiment": tracking.experiment,
-                "best_epoch": result.best_epoch, "val_ccc_mean": result.best_score, "params": n_params,
-                "input_shape": list(fs.input_shape), "targets": fs.targets}
+        meta = {
+            "run_id": run.info.run_id,
+            "tracking_uri": tracking_uri(),
+            "experiment": tracking.experiment,
+            "best_epoch": result.best_epoch,
+            "val_ccc_mean": result.best_score,
+            "params": n_params,
+            "input_shape": list(fs.input_shape),
+            "targets": fs.targets,
+        }
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
-            teacher_cache.save(tmp / "predictions", {"train": predict(model, train.x), "val": predict(model, val.x)},
-                               fs.meta)
+            teacher_cache.save(
+                tmp / "predictions", {"train": predict(model, train.x), "val": predict(model, val.x)}, fs.meta
+            )
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         mlflow.log_artifacts(str(out_dir), artifact_path="teacher")

@@ -67,8 +67,9 @@ def git_commit() -> str | None:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, experiment: str, run_name: str, params: dict[str, Any],
-              tags: dict[str, str] | None = None) -> Iterator[mlflow.ActiveRun]:
+def stage_run(
+    stage: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one pipeline stage, tagged ``stage``, git commit and ``DVC_EXP_NAME``.
 
     ``params`` (nested sections) are logged flattened, e.g. ``distill.temperature``. The run ends
@@ -87,7 +88,7 @@ def stage_run(stage: str, experiment: str, run_name: str, params: dict[str, Any]
         flat = {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in flatten(params).items()}
         items = list(flat.items())
         for i in range(0, len(items), 100):  # log_params takes at most 100 per call
-            mlflow.log_params(dict(items[i:i + 100]))
+            mlflow.log_params(dict(items[i : i + 100]))
         yield run
     except KeyboardInterrupt:
         mlflow.end_run(status="KILLED")
@@ -117,7 +118,7 @@ class MetricBuffer:
             return
         client = mlflow.MlflowClient()
         for i in range(0, len(self._items), 1000):
-            client.log_batch(run.info.run_id, metrics=self._items[i:i + 1000])
+            client.log_batch(run.info.run_id, metrics=self._items[i : i + 1000])
         self._items.clear()
 
 

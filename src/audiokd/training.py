@@ -72,16 +72,19 @@ def resolve_device(name: str) -> torch.device:
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
     """Linear warm-up, then cosine decay to 1% of the peak rate."""
+
     def f(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
         progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
         return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
     return f
 
 
-def evaluate_split(model: torch.nn.Module, data: SplitData, targets: list[str],
-                   device: torch.device) -> dict[str, float]:
+def evaluate_split(
+    model: torch.nn.Module, data: SplitData, targets: list[str], device: torch.device
+) -> dict[str, float]:
     """``loss`` (MSE to the standardised labels), ``ccc_mean`` and ``ccc_<target>`` on ``data``."""
     pred = predict(model, data.x, device=device)
     out = {"loss": float(torch.nn.functional.mse_loss(pred, data.y))}
@@ -91,8 +94,15 @@ def evaluate_split(model: torch.nn.Module, data: SplitData, targets: list[str],
     return out
 
 
-def fit(model: torch.nn.Module, objective: Objective, train: SplitData, val: SplitData, targets: list[str],
-        s: FitSettings, metrics: MetricBuffer | None = None) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    objective: Objective,
+    train: SplitData,
+    val: SplitData,
+    targets: list[str],
+    s: FitSettings,
+    metrics: MetricBuffer | None = None,
+) -> FitResult:
     """Train ``model`` with AdamW; keep the epoch with the best validation CCC.
 
     Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss``,
@@ -105,8 +115,9 @@ def fit(model: torch.nn.Module, objective: Objective, train: SplitData, val: Spl
     # a final batch of one sample breaks batch norm in training mode: fold it away
     steps_per_epoch = max(1, n // s.batch_size if n % s.batch_size < 2 else math.ceil(n / s.batch_size))
     total_steps = steps_per_epoch * s.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(total_steps, max(1, min(steps_per_epoch,
-                                                                                        total_steps // 10))))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _lr_lambda(total_steps, max(1, min(steps_per_epoch, total_steps // 10)))
+    )
     best = FitResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     step = 0
@@ -116,15 +127,20 @@ def fit(model: torch.nn.Module, objective: Objective, train: SplitData, val: Spl
         sums: dict[str, float] = defaultdict(float)
         bar = tqdm(range(steps_per_epoch), desc=f"{s.desc} {epoch}/{s.epochs}", unit="step", leave=False)
         for b in bar:
-            idx = perm[b * s.batch_size:(b + 1) * s.batch_size] if b < steps_per_epoch - 1 else \
-                perm[b * s.batch_size:]
+            idx = (
+                perm[b * s.batch_size : (b + 1) * s.batch_size]
+                if b < steps_per_epoch - 1
+                else perm[b * s.batch_size :]
+            )
             x, y = train.x[idx].to(s.device), train.y[idx].to(s.device)
             terms = objective(model(pixel_values=x).logits, y, idx)
             values = {k: float(v.detach()) for k, v in terms.items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
-                raise TrainingError(f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
-                                    f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}")
+                raise TrainingError(
+                    f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
+                    f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}"
+                )
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             if s.grad_clip > 0:
@@ -136,12 +152,19 @@ def fit(model: torch.nn.Module, objective: Objective, train: SplitData, val: Spl
                 sums[k] += v
             if metrics is not None:
                 metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
-            bar.set_postfix({"loss": f"{values['total']:.4f}",
-                             **{k: f"{values[k]:.4f}" for k in ("hard", "soft") if k in values}})
+            bar.set_postfix(
+                {
+                    "loss": f"{values['total']:.4f}",
+                    **{k: f"{values[k]:.4f}" for k in ("hard", "soft") if k in values},
+                }
+            )
         bar.close()
         val_metrics = evaluate_split(model, val, targets, s.device)
-        row = {"epoch": epoch, **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
-               **{f"val_{k}": v for k, v in val_metrics.items()}}
+        row = {
+            "epoch": epoch,
+            **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
+            **{f"val_{k}": v for k, v in val_metrics.items()},
+        }
         best.history.append(row)
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
@@ -150,9 +173,16 @@ def fit(model: torch.nn.Module, objective: Objective, train: SplitData, val: Spl
         if improved:
             best.best_epoch, best.best_score = epoch, val_metrics["ccc_mean"]
             best_state = copy.deepcopy(model.state_dict())
-        log.info("%s epoch %d/%d: loss %.4f  val loss %.4f  val ccc %.4f%s", s.desc, epoch, s.epochs,
-                 sums["total"] / steps_per_epoch, val_metrics["loss"], val_metrics["ccc_mean"],
-                 "  (best)" if improved else "")
+        log.info(
+            "%s epoch %d/%d: loss %.4f  val loss %.4f  val ccc %.4f%s",
+            s.desc,
+            epoch,
+            s.epochs,
+            sums["total"] / steps_per_epoch,
+            val_metrics["loss"],
+            val_metrics["ccc_mean"],
+            "  (best)" if improved else "",
+        )
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

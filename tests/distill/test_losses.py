@@ -31,7 +31,9 @@ def test_gaussian_kl_equals_closed_form_of_torch_distributions():
     temp = 2.0
     p = torch.distributions.Normal(T, temp)
     q = torch.distributions.Normal(S, temp)
-    assert float(soft_gaussian_kl(S, T, temp)) == pytest.approx(float(torch.distributions.kl_divergence(p, q).mean()))
+    assert float(soft_gaussian_kl(S, T, temp)) == pytest.approx(
+        float(torch.distributions.kl_divergence(p, q).mean())
+    )
 
 
 def test_alpha_one_gives_the_hard_loss_alone():

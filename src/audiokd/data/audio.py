@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.functional as taf
 
 
 class AudioError(ValueError):
@@ -27,12 +27,13 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise AudioError(f"{path}: the clip has no samples")
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sr != sample_rate:
-        wave = AF.resample(wave, sr, sample_rate)
+        wave = taf.resample(wave, sr, sample_rate)
     return wave
 
 
-def fix_length(wave: torch.Tensor, n: int, mode: str = "center",
-               generator: torch.Generator | None = None) -> torch.Tensor:
+def fix_length(
+    wave: torch.Tensor, n: int, mode: str = "center", generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Crop or zero-pad ``wave`` to ``n`` samples.
 
     ``mode``: ``center`` (deterministic, for evaluation) or ``random`` (random crop offset, for training).
@@ -46,7 +47,7 @@ def fix_length(wave: torch.Tensor, n: int, mode: str = "center",
             start = int(torch.randint(0, length - n + 1, (1,), generator=generator))
         else:
             start = (length - n) // 2
-        return wave[..., start:start + n]
+        return wave[..., start : start + n]
     pad = n - length
     left = pad // 2 if mode == "center" else 0
     return torch.nn.functional.pad(wave, (left, pad - left))

@@ -41,8 +41,13 @@ class LogMelFrontend(torch.nn.Module):
         super().__init__()
         self.hop_length = cfg.hop_length
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
-            power=2.0, center=True)
+            sample_rate=cfg.sample_rate,
+            n_fft=cfg.n_fft,
+            hop_length=cfg.hop_length,
+            n_mels=cfg.n_mels,
+            power=2.0,
+            center=True,
+        )
         self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
@@ -67,7 +72,7 @@ def compute_features(paths: list[str], cfg: AudioConfig, batch_size: int = 64, d
     out: list[np.ndarray] = []
     with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(paths), desc=desc, unit="clip") as bar:
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
+            chunk = paths[start : start + batch_size]
             waves = list(pool.map(lambda p: _load_fixed(p, cfg), chunk))
             with torch.no_grad():
                 out.append(frontend(torch.stack(waves)).numpy())
@@ -75,8 +80,9 @@ def compute_features(paths: list[str], cfg: AudioConfig, batch_size: int = 64, d
     return np.concatenate(out).astype(np.float32)
 
 
-def preprocess(data_cfg: DataConfig, audio_cfg: AudioConfig, prepared_dir: str | Path,
-               out_dir: str | Path) -> dict:
+def preprocess(
+    data_cfg: DataConfig, audio_cfg: AudioConfig, prepared_dir: str | Path, out_dir: str | Path
+) -> dict:
     """Preprocess stage: log-mels per split, normalised with statistics of the train split only."""
     df = load_prepared(prepared_dir)
     targets = list(data_cfg.targets)
@@ -85,19 +91,34 @@ def preprocess(data_cfg: DataConfig, audio_cfg: AudioConfig, prepared_dir: str |
         from audiokd.config import ConfigError
 
         raise ConfigError(f"data.targets: {missing} not in {Path(prepared_dir) / 'manifest.csv'}")
-    feats = {s: compute_features(df.loc[df.split == s, "path"].tolist(), audio_cfg, desc=f"preprocess {s}")
-             for s in SPLITS}
+    feats = {
+        s: compute_features(df.loc[df.split == s, "path"].tolist(), audio_cfg, desc=f"preprocess {s}")
+        for s in SPLITS
+    }
     train = feats["train"]
     mel_mean = train.mean(axis=(0, 1, 3))
     mel_std = train.std(axis=(0, 1, 3)) + 1e-5
     y_train = df.loc[df.split == "train", targets].to_numpy(np.float64)
-    stats = {"mel_mean": mel_mean.tolist(), "mel_std": mel_std.tolist(),
-             "target_mean": y_train.mean(0).tolist(), "target_std": (y_train.std(0) + 1e-8).tolist()}
+    stats = {
+        "mel_mean": mel_mean.tolist(),
+        "mel_std": mel_std.tolist(),
+        "target_mean": y_train.mean(0).tolist(),
+        "target_std": (y_train.std(0) + 1e-8).tolist(),
+    }
     shape = list(train.shape[1:])
-    meta = {"task": data_cfg.task, "targets": targets, "shape": shape,
-            "counts": {s: int(len(feats[s])) for s in SPLITS},
-            "audio": {"sample_rate": audio_cfg.sample_rate, "duration_s": audio_cfg.duration_s,
-                      "n_fft": audio_cfg.n_fft, "hop_length": audio_cfg.hop_length, "n_mels": audio_cfg.n_mels}}
+    meta = {
+        "task": data_cfg.task,
+        "targets": targets,
+        "shape": shape,
+        "counts": {s: int(len(feats[s])) for s in SPLITS},
+        "audio": {
+            "sample_rate": audio_cfg.sample_rate,
+            "duration_s": audio_cfg.duration_s,
+            "n_fft": audio_cfg.n_fft,
+            "hop_length": audio_cfg.hop_length,
+            "n_mels": audio_cfg.n_mels,
+        },
+    }
     with atomic_dir(out_dir) as tmp:
         for s in SPLITS:
             (tmp / s).mkdir()

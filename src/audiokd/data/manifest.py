@@ -41,8 +41,8 @@ def assign_splits(n: int, fractions: SplitConfig, seed: int, groups: pd.Series |
         n_val = int(round(fractions.val * n))
         out = np.empty(n, dtype=object)
         out[order[:n_train]] = "train"
-        out[order[n_train:n_train + n_val]] = "val"
-        out[order[n_train + n_val:]] = "test"
+        out[order[n_train : n_train + n_val]] = "val"
+        out[order[n_train + n_val :]] = "test"
         return out
     keys = groups.astype(str).to_numpy()
     uniq = np.array(sorted(set(keys)))
@@ -123,12 +123,16 @@ def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
         counts = {s: int((df["split"] == s).sum()) for s in SPLITS}
         short = [f"{s} has {c}" for s, c in counts.items() if c < MIN_CLIPS_PER_SPLIT]
         if short:
-            raise ManifestError(f"{cfg.manifest or 'data'}: too few clips per split ({'; '.join(short)}; "
-                                f"need at least {MIN_CLIPS_PER_SPLIT})")
+            raise ManifestError(
+                f"{cfg.manifest or 'data'}: too few clips per split ({'; '.join(short)}; "
+                f"need at least {MIN_CLIPS_PER_SPLIT})"
+            )
         cols = ["path", *cfg.targets, "split"] + (["group"] if "group" in df.columns else [])
         df[cols].to_csv(tmp / "manifest.csv", index=False)
-        write_json(tmp / "summary.json", {"source": source, "clips": len(df), "splits": counts,
-                                          "targets": list(cfg.targets)})
+        write_json(
+            tmp / "summary.json",
+            {"source": source, "clips": len(df), "splits": counts, "targets": list(cfg.targets)},
+        )
     log.info("prepared %d clips from %s: %s", len(df), source, counts)
     return df
 

@@ -29,23 +29,27 @@ _MAJOR = np.array([0, 2, 4, 5, 7, 9, 11])
 _MINOR = np.array([0, 2, 3, 5, 7, 8, 10])
 
 
-def _note(rng: np.random.Generator, freq: float, n: int, sr: int, rolloff: float, attack_s: float,
-          n_harmonics: int) -> np.ndarray:
+def _note(
+    rng: np.random.Generator, freq: float, n: int, sr: int, rolloff: float, attack_s: float, n_harmonics: int
+) -> np.ndarray:
     """One harmonic note with an attack/exponential-decay envelope."""
     t = np.arange(n) / sr
     harmonics = np.arange(1, n_harmonics + 1)
     harmonics = harmonics[harmonics * freq < sr / 2 * 0.9]
     amps = harmonics.astype(np.float64) ** (-rolloff)
     phases = rng.uniform(0, 2 * np.pi, size=len(harmonics))
-    wave = (amps[:, None] * np.sin(2 * np.pi * freq * harmonics[:, None] * t[None, :] + phases[:, None])).sum(0)
+    wave = (amps[:, None] * np.sin(2 * np.pi * freq * harmonics[:, None] * t[None, :] + phases[:, None])).sum(
+        0
+    )
     attack = np.clip(t / max(attack_s, 1e-4), 0.0, 1.0)
     decay = np.exp(-t * rng.uniform(2.0, 6.0))
     release = np.clip((n - np.arange(n)) / max(1, int(0.01 * sr)), 0.0, 1.0)
     return wave / amps.sum() * attack * decay * release
 
 
-def synth_clip(rng: np.random.Generator, arousal: float, valence: float, sr: int, duration_s: float,
-               noise: float) -> np.ndarray:
+def synth_clip(
+    rng: np.random.Generator, arousal: float, valence: float, sr: int, duration_s: float, noise: float
+) -> np.ndarray:
     """Render one clip, shape ``(samples,)``, peak below 1."""
     a01, v01 = (arousal + 1) / 2, (valence + 1) / 2
     n = int(round(duration_s * sr))
@@ -66,7 +70,7 @@ def synth_clip(rng: np.random.Generator, arousal: float, valence: float, sr: int
         freq = 440.0 * 2 ** ((root_midi + scale[degree] + 12 * octave - 69) / 12)
         start = int(t * sr)
         length = min(n - start, max(1, int(step * legato * sr)))
-        out[start:start + length] += _note(rng, freq, length, sr, max(rolloff, 0.3), attack_s, n_harmonics)
+        out[start : start + length] += _note(rng, freq, length, sr, max(rolloff, 0.3), attack_s, n_harmonics)
         t += step
     loud_db = -28 + 20 * a01 + rng.normal(0, 6 * noise)
     out *= 10 ** (loud_db / 20) / (np.sqrt(np.mean(out**2)) + 1e-9) * 0.3
@@ -92,8 +96,10 @@ def generate(cfg: DataConfig, out_dir: Path) -> pd.DataFrame:
     if unknown:
         from audiokd.config import ConfigError
 
-        raise ConfigError(f"data.targets: {unknown} not in the embedded synthetic set, which provides "
-                          f"{', '.join(TARGETS)}; set data.manifest to use your own data")
+        raise ConfigError(
+            f"data.targets: {unknown} not in the embedded synthetic set, which provides "
+            f"{', '.join(TARGETS)}; set data.manifest to use your own data"
+        )
     syn = cfg.synthetic
     rng = np.random.default_rng(cfg.seed)
     audio_dir = out_dir / "audio"

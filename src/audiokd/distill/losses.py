@@ -19,18 +19,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
+from torch.nn.functional import mse_loss
 
 
 def hard_mse(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Hard (label) loss for regression: mean squared error, mean over batch and targets."""
-    return F.mse_loss(student, labels)
+    return mse_loss(student, labels)
 
 
 def soft_mse(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Soft loss ``mse``: mean (s - t)^2; the temperature does not enter."""
     del temperature
-    return F.mse_loss(student, teacher)
+    return mse_loss(student, teacher)
 
 
 def soft_gaussian_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -51,13 +51,16 @@ class KDLoss(torch.nn.Module):
     def __init__(self, alpha: float, temperature: float, soft_loss: str = "mse") -> None:
         super().__init__()
         if soft_loss not in SOFT_LOSSES:
-            raise ValueError(f"distill.soft_loss: unknown {soft_loss!r}; choose from {', '.join(SOFT_LOSSES)}")
+            raise ValueError(
+                f"distill.soft_loss: unknown {soft_loss!r}; choose from {', '.join(SOFT_LOSSES)}"
+            )
         self.alpha = alpha
         self.temperature = temperature
         self.soft_fn = SOFT_LOSSES[soft_loss]
 
-    def forward(self, student: torch.Tensor, labels: torch.Tensor,
-                teacher: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, student: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """Compute ``{"hard", "soft", "total"}`` for one batch."""
         hard = hard_mse(student, labels)
         if self.alpha < 1.0:

@@ -35,10 +35,18 @@ def run_name(cfg: DistillConfig) -> str:
     return f"distill T={cfg.temperature:g} a={cfg.alpha:g} soft={cfg.soft_loss}"
 
 
-def distill(data: DataConfig, student: StudentConfig, cfg: DistillConfig, tracking: TrackingConfig,
-            runtime: RuntimeConfig, features_dir: str | Path, teacher_dir: str | Path, out_dir: str | Path,
-            params_file: str | Path | None = None) -> dict:
-    """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (see :mod:`audiokd.distill.losses`).
+def distill(
+    data: DataConfig,
+    student: StudentConfig,
+    cfg: DistillConfig,
+    tracking: TrackingConfig,
+    runtime: RuntimeConfig,
+    features_dir: str | Path,
+    teacher_dir: str | Path,
+    out_dir: str | Path,
+    params_file: str | Path | None = None,
+) -> dict:
+    """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`).
 
     The teacher's outputs come from its cache (computed once by train_teacher), so each step runs one
     forward pass, the student's. Writes ``out_dir`` (``save_pretrained`` files, ``history.csv``,
@@ -66,23 +74,46 @@ def distill(data: DataConfig, student: StudentConfig, cfg: DistillConfig, tracki
     def objective(out: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         return kd(out, y, None if teacher_train is None else teacher_train[idx.to(device)])
 
-    settings = FitSettings(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-                           weight_decay=cfg.weight_decay, seed=runtime.seed, device=device, desc="distill")
-    params = {"data": section_to_dict(data), "student": section_to_dict(student),
-              "distill": section_to_dict(cfg), "runtime": section_to_dict(runtime)}
+    settings = FitSettings(
+        epochs=cfg.epochs,
+        batch_size=cfg.batch_size,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        seed=runtime.seed,
+        device=device,
+        desc="distill",
+    )
+    params = {
+        "data": section_to_dict(data),
+        "student": section_to_dict(student),
+        "distill": section_to_dict(cfg),
+        "runtime": section_to_dict(runtime),
+    }
     tags = {"teacher_run_id": str(teacher_meta.get("run_id", "")), "kd.soft_loss": cfg.soft_loss}
-    log.info("student: MobileViT %.2fM parameters (teacher %.2fM, %.1fx smaller)", n_params / 1e6,
-             teacher_meta["params"] / 1e6, teacher_meta["params"] / n_params)
+    log.info(
+        "student: MobileViT %.2fM parameters (teacher %.2fM, %.1fx smaller)",
+        n_params / 1e6,
+        teacher_meta["params"] / 1e6,
+        teacher_meta["params"] / n_params,
+    )
     with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
         mlflow.log_metric("model/params", n_params)
         result = fit(model, objective, train, val, fs.targets, settings, MetricBuffer())
         mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
         model.cpu().eval()
         model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
-        meta = {"run_id": run.info.run_id, "tracking_uri": tracking_uri(), "experiment": tracking.experiment,
-                "model_uri": model_uri, "teacher_run_id": teacher_meta.get("run_id"),
-                "best_epoch": result.best_epoch, "val_ccc_mean": result.best_score, "params": n_params,
-                "input_shape": list(fs.input_shape), "targets": fs.targets}
+        meta = {
+            "run_id": run.info.run_id,
+            "tracking_uri": tracking_uri(),
+            "experiment": tracking.experiment,
+            "model_uri": model_uri,
+            "teacher_run_id": teacher_meta.get("run_id"),
+            "best_epoch": result.best_epoch,
+            "val_ccc_mean": result.best_score,
+            "params": n_params,
+            "input_shape": list(fs.input_shape),
+            "targets": fs.targets,
+        }
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)

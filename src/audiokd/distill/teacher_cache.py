@@ -24,19 +24,24 @@ def save(folder: Path, outputs: dict[str, torch.Tensor], features_meta: dict) ->
     folder.mkdir(parents=True, exist_ok=True)
     for split, out in outputs.items():
         np.save(folder / f"{split}.npy", out.numpy().astype(np.float32))
-    write_json(folder / "meta.json", {"splits": {k: list(v.shape) for k, v in outputs.items()},
-                                      "features": features_meta})
+    write_json(
+        folder / "meta.json",
+        {"splits": {k: list(v.shape) for k, v in outputs.items()}, "features": features_meta},
+    )
 
 
-def load(folder: Path, features_meta: dict, splits: tuple[str, ...] = ("train", "val")) -> dict[str, torch.Tensor]:
+def load(
+    folder: Path, features_meta: dict, splits: tuple[str, ...] = ("train", "val")
+) -> dict[str, torch.Tensor]:
     """Read cached outputs for ``splits``; raise :class:`StaleCacheError` if they do not fit the features."""
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise StaleCacheError(f"{folder}: no teacher predictions; rerun the train_teacher stage")
     meta = read_json(meta_path)
     if meta.get("features") != features_meta:
-        raise StaleCacheError(f"{folder}: teacher predictions were computed on other features; "
-                              "rerun the train_teacher stage")
+        raise StaleCacheError(
+            f"{folder}: teacher predictions were computed on other features; rerun the train_teacher stage"
+        )
     out = {}
     for split in splits:
         arr = np.load(folder / f"{split}.npy")

@@ -31,10 +31,13 @@ def weights_size_mb(folder: str | Path) -> float:
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128,
-            device: torch.device | str = "cpu") -> torch.Tensor:
+def predict(
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 128, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """Outputs of ``model`` (eval mode) on ``x`` in batches, on the CPU."""
     model.eval()
-    outs = [model(pixel_values=x[i:i + batch_size].to(device)).logits.float().cpu()
-            for i in range(0, len(x), batch_size)]
+    outs = [
+        model(pixel_values=x[i : i + batch_size].to(device)).logits.float().cpu()
+        for i in range(0, len(x), batch_size)
+    ]
     return torch.cat(outs)

@@ -14,10 +14,16 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_out
     """A MobileViT built from ``cfg`` for (channels, n_mels, frames) inputs."""
     channels, height, width = input_shape
     config = MobileViTConfig(
-        num_channels=channels, image_size=max(height, width), hidden_sizes=list(cfg.hidden_sizes),
-        neck_hidden_sizes=list(cfg.neck_hidden_sizes), expand_ratio=cfg.expand_ratio,
-        num_attention_heads=cfg.num_heads, classifier_dropout_prob=cfg.dropout,
-        num_labels=num_outputs, problem_type="regression")
+        num_channels=channels,
+        image_size=max(height, width),
+        hidden_sizes=list(cfg.hidden_sizes),
+        neck_hidden_sizes=list(cfg.neck_hidden_sizes),
+        expand_ratio=cfg.expand_ratio,
+        num_attention_heads=cfg.num_heads,
+        classifier_dropout_prob=cfg.dropout,
+        num_labels=num_outputs,
+        problem_type="regression",
+    )
     return MobileViTForImageClassification(config)
 
 

@@ -12,7 +12,9 @@ from audiokd.config import ConfigError, TeacherConfig
 log = logging.getLogger(__name__)
 
 
-def build_teacher(cfg: TeacherConfig, input_shape: tuple[int, int, int], num_outputs: int) -> ViTForImageClassification:
+def build_teacher(
+    cfg: TeacherConfig, input_shape: tuple[int, int, int], num_outputs: int
+) -> ViTForImageClassification:
     """A ViT built from ``cfg`` for (channels, n_mels, frames) inputs, or loaded from ``cfg.init_checkpoint``.
 
     The checkpoint is a local folder written by ``save_pretrained``; its head is replaced when the number of
@@ -22,28 +24,46 @@ def build_teacher(cfg: TeacherConfig, input_shape: tuple[int, int, int], num_out
     if cfg.init_checkpoint:
         folder = Path(cfg.init_checkpoint)
         if not (folder / "config.json").is_file():
-            raise ConfigError(f"teacher.init_checkpoint: {folder} is not a folder with a config.json "
-                              "(save_pretrained output)")
+            raise ConfigError(
+                f"teacher.init_checkpoint: {folder} is not a folder with a config.json "
+                "(save_pretrained output)"
+            )
         model = ViTForImageClassification.from_pretrained(
-            folder, num_labels=num_outputs, problem_type="regression", ignore_mismatched_sizes=True,
-            use_safetensors=True, attn_implementation="eager", image_size=(height, width),
-            num_channels=channels)
+            folder,
+            num_labels=num_outputs,
+            problem_type="regression",
+            ignore_mismatched_sizes=True,
+            use_safetensors=True,
+            attn_implementation="eager",
+            image_size=(height, width),
+            num_channels=channels,
+        )
         log.info("teacher initialised from %s", folder)
         return model
     if height < cfg.patch_size or width < cfg.patch_size:
-        raise ConfigError(f"teacher.patch_size = {cfg.patch_size} is larger than the input "
-                          f"({height} mels x {width} frames)")
+        raise ConfigError(
+            f"teacher.patch_size = {cfg.patch_size} is larger than the input ({height} mels x {width} frames)"
+        )
     config = ViTConfig(
-        image_size=(height, width), patch_size=cfg.patch_size, num_channels=channels,
-        hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads,
-        intermediate_size=cfg.intermediate_size, hidden_dropout_prob=cfg.dropout,
-        attention_probs_dropout_prob=cfg.dropout, num_labels=num_outputs, problem_type="regression",
-        attn_implementation="eager")
+        image_size=(height, width),
+        patch_size=cfg.patch_size,
+        num_channels=channels,
+        hidden_size=cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=cfg.intermediate_size,
+        hidden_dropout_prob=cfg.dropout,
+        attention_probs_dropout_prob=cfg.dropout,
+        num_labels=num_outputs,
+        problem_type="regression",
+        attn_implementation="eager",
+    )
     return ViTForImageClassification(config)
 
 
 def load_teacher(folder: str | Path) -> ViTForImageClassification:
     """Load a trained teacher (safetensors only), in eval mode."""
-    model = ViTForImageClassification.from_pretrained(Path(folder), use_safetensors=True,
-                                                      attn_implementation="eager")
+    model = ViTForImageClassification.from_pretrained(
+        Path(folder), use_safetensors=True, attn_implementation="eager"
+    )
     return model.eval()

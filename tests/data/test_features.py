@@ -1,0 +1,35 @@
+"""The log-mel front end and the preprocess stage on real decoded audio."""
+
+import numpy as np
+import torch
+
+from audiokd.config import AudioConfig, DataConfig, SyntheticConfig
+from audiokd.data.features import FeatureSet, LogMelFrontend, preprocess
+from audiokd.data.manifest import prepare
+
+
+def test_frontend_shape_is_samples_over_hop():
+    cfg = AudioConfig(sample_rate=16000, duration_s=2.0, n_fft=512, hop_length=250, n_mels=64)
+    out = LogMelFrontend(cfg)(torch.randn(3, 32000))
+    assert out.shape == (3, 1, 64, 128)
+    assert torch.isfinite(out).all()
+
+
+def test_preprocess_normalises_with_train_statistics_only(tmp_path):
+    data = DataConfig(seed=1, synthetic=SyntheticConfig(clips=30, min_duration_s=0.4, max_duration_s=0.9))
+    audio = AudioConfig(duration_s=0.5, n_fft=256, hop_length=250, n_mels=16)
+    prepare(data, tmp_path / "prepared")
+    meta = preprocess(data, audio, tmp_path / "prepared", tmp_path / "features")
+    assert meta["shape"] == [1, 16, 32]
+    fs = FeatureSet.load(tmp_path / "features")
+    train = np.load(tmp_path / "features" / "train" / "x.npy")
+    test = np.load(tmp_path / "features" / "test" / "x.npy")
+    # train is standardised per mel bin; test is not exactly (it used train's statistics)
+    assert np.allclose(train.mean(axis=(0, 1, 3)), 0, atol=1e-4)
+    assert np.allclose(train.std(axis=(0, 1, 3)), 1, atol=1e-3)
+    assert not np.allclose(test.mean(axis=(0, 1, 3)), 0, atol=1e-4)
+    y = fs.split("train").y.numpy()
+    assert np.allclose(y.mean(0), 0, atol=1e-5)
+    raw = fs.raw_targets("test")
+    assert np.allclose(fs.denormalise_targets(fs.normalise_targets(raw)), raw, atol=1e-5)
+    assert sum(meta["counts"].values()) == 30

@@ -1,0 +1,168 @@
+"""The real pipeline: `dvc repro` on a copy of the repo with tiny params, checked end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["prepare", "preprocess", "train_teacher", "distill", "evaluate"]
+
+
+def _env(repo: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def _run(cmd: list[str], repo: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+def _ran(output: str) -> list[str]:
+    return re.findall(r"Running stage '(\w+)'", output)
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> tuple[Path, str]:
+    """A git clone-like copy of the repo with tiny params, after one `dvc repro`."""
+    root = Path(__file__).resolve().parents[2]
+    repo = tmp_path_factory.mktemp("repo")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    for f in files:
+        src = root / f
+        if (
+            src.is_file()
+            and not f.startswith(("data/", "models/", "reports/", "mlruns/"))
+            and f != "dvc.lock"
+        ):
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, repo / f)
+    shutil.copy(root / "tests" / "e2e" / "params_tiny.yaml", repo / "params.yaml")
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
+        _run(cmd, repo)
+    proc = _run([str(Path(sys.executable).parent / "dvc"), "repro"], repo)
+    return repo, proc.stdout + proc.stderr
+
+
+def _declared_outputs(repo: Path) -> list[Path]:
+    spec = yaml.safe_load((repo / "dvc.yaml").read_text())
+    out = []
+    for stage in spec["stages"].values():
+        for kind in ("outs", "metrics", "plots"):
+            for item in stage.get(kind, []):
+                out.append(repo / (item if isinstance(item, str) else next(iter(item))))
+    return out
+
+
+def test_every_stage_ran_and_every_output_exists(pipeline):
+    repo, output = pipeline
+    assert _ran(output) == STAGES
+    for path in _declared_outputs(repo):
+        assert path.exists(), f"{path} missing"
+    for f in ("config.json", "model.safetensors", "history.csv", "meta.json"):
+        assert (repo / "models" / "teacher" / f).is_file()
+        assert (repo / "models" / "student" / f).is_file()
+    assert (repo / "models" / "teacher" / "predictions" / "train.npy").is_file()
+    for f in (
+        "teacher_history.csv",
+        "student_history.csv",
+        "teacher_predictions.csv",
+        "student_predictions.csv",
+    ):
+        assert (repo / "reports" / "plots" / f).is_file()
+
+
+def test_metrics_follow_the_schema(pipeline):
+    repo, _ = pipeline
+    m = json.loads((repo / "reports" / "metrics.json").read_text())
+    assert set(m) == {"teacher", "student", "retention", "compression", "speedup"}
+    for model in ("teacher", "student"):
+        assert set(m[model]) == {"ccc_mean", "ccc", "params", "size_mb", "latency_ms"}
+        assert set(m[model]["ccc"]) == {"arousal", "valence"}
+        assert -1 <= m[model]["ccc_mean"] <= 1
+        assert m[model]["params"] > 0 and m[model]["size_mb"] > 0 and m[model]["latency_ms"] > 0
+    assert m["compression"] == pytest.approx(m["teacher"]["params"] / m["student"]["params"])
+    assert m["speedup"] == pytest.approx(m["teacher"]["latency_ms"] / m["student"]["latency_ms"])
+
+
+def test_mlflow_runs_metric_names_and_model(pipeline):
+    import mlflow
+
+    from audiokd.models.student import load_student
+
+    repo, _ = pipeline
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("audiokd-e2e")
+    assert exp is not None and exp.artifact_location.startswith((repo / "mlruns" / "artifacts").as_uri())
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([exp.experiment_id])}
+    assert set(runs) == {"train_teacher", "distill"}
+    teacher, student = runs["train_teacher"], runs["distill"]
+    assert all(r.info.status == "FINISHED" for r in runs.values())
+    assert student.data.tags["teacher_run_id"] == teacher.info.run_id
+    assert student.info.run_name == "distill T=2 a=0.5 soft=kl"
+    assert "git_commit" in student.data.tags
+    for name in ("train/hard_loss", "train/soft_loss", "train/total_loss", "val/loss", "val/ccc_mean"):
+        assert len(client.get_metric_history(student.info.run_id, name)) > 0, name
+    steps = client.get_metric_history(student.info.run_id, "train/total_loss")
+    assert len(steps) == 2 * 3  # 24 train clips, batch 8, 2 epochs: a point per step
+    assert len(client.get_metric_history(student.info.run_id, "val/ccc_mean")) == 2
+    assert student.data.params["distill.temperature"] == "2.0"
+    assert "test/student_ccc_mean" in client.get_run(student.info.run_id).data.metrics
+
+    meta = json.loads((repo / "models" / "student" / "meta.json").read_text())
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    logged = mlflow.pytorch.load_model(meta["model_uri"])
+    saved = load_student(repo / "models" / "student")
+    x = torch.from_numpy(__import__("numpy").load(repo / "data" / "features" / "test" / "x.npy"))
+    with torch.no_grad():
+        expected = saved(pixel_values=x).logits
+        got = torch.cat([logged(x[i : i + 1]) for i in range(len(x))])
+    assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_second_repro_is_a_no_op_and_temperature_reruns_only_distill_and_evaluate(pipeline):
+    repo, _ = pipeline
+    dvc = str(Path(sys.executable).parent / "dvc")
+    again = _run([dvc, "repro"], repo)
+    assert _ran(again.stdout) == []
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["distill"]["temperature"] = 6.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    changed = _run([dvc, "repro"], repo)
+    assert _ran(changed.stdout) == ["distill", "evaluate"]
+
+
+def test_misspelled_key_reruns_the_stage_and_is_refused(pipeline):
+    repo, _ = pipeline
+    dvc = str(Path(sys.executable).parent / "dvc")
+    text = (repo / "params.yaml").read_text()
+    (repo / "params.yaml").write_text(text.replace("  alpha: 0.5", "  alpha: 0.5\n  alhpa: 0.2"))
+    before = (repo / "models" / "student" / "model.safetensors").read_bytes()
+    proc = subprocess.run(
+        [dvc, "repro"], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600
+    )
+    (repo / "params.yaml").write_text(text)
+    assert proc.returncode != 0
+    assert "error: distill.alhpa: unknown key" in proc.stderr + proc.stdout
+    # DVC removes a stage's outputs before it runs; they come back from its cache
+    _run([dvc, "checkout"], repo)
+    assert (repo / "models" / "student" / "model.safetensors").read_bytes() == before
