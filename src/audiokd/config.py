@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,12 +106,16 @@ class TeacherConfig:
 class StudentConfig:
     """MobileViT student architecture (trained by the distill stage)."""
 
-    arch: str = _f("mobilevit", choices=("mobilevit",))
+    arch: str = _f("mobilevit", choices=("mobilevit", "vit"))
     hidden_sizes: tuple[int, ...] = _f((64, 80, 96), length=3)
     neck_hidden_sizes: tuple[int, ...] = _f((16, 16, 24, 48, 64, 80, 320), length=7)
     expand_ratio: float = _f(2.0, range=(1.0, 8.0))
     num_heads: int = _f(4, range=(1, 16))
     dropout: float = _f(0.1, range=(0.0, 0.9))
+    vit_hidden_size: int = _f(128, range=(16, 4096))
+    vit_layers: int = _f(5, range=(1, 48))
+    vit_intermediate_size: int = _f(256, range=(16, 16384))
+    vit_patch_size: int = _f(16, range=(2, 64))
 
 
 @dataclass(frozen=True)
@@ -118,8 +123,14 @@ class DistillConfig:
     """Knowledge distillation: total = alpha*hard + (1-alpha)*soft + beta*feature + gamma*attention."""
 
     alpha: float = _f(0.1, range=(0.0, 1.0))
+    beta: float = _f(0.0, range=(0.0, 1000.0))
+    gamma: float = _f(0.0, range=(0.0, 1000.0))
     temperature: float = _f(1.0, range=(0.0, 100.0), open_low=True)
-    soft_loss: str = _f("mse", choices=("mse", "kl"))
+    soft_loss: str = _f("mse", choices=("mse", "kl", "ccc", "softmax_kl"))
+    feature_loss: str = _f("fitnet", choices=("fitnet",))
+    attention_loss: str = _f("activation", choices=("activation", "attention_map"))
+    attention_p: float = _f(2.0, range=(0.5, 8.0))
+    teacher_layers: int | tuple[int, ...] = _f(3, range=(1, 1000), min_len=1)
     epochs: int = _f(30, range=(1, 10_000))
     batch_size: int = _f(32, range=(1, 65536))
     lr: float = _f(2e-3, range=(0.0, 10.0), open_low=True)
@@ -170,6 +181,14 @@ def _type_name(tp: Any) -> str:
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotated type ``tp``; ints are accepted where floats are."""
     origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for alt in typing.get_args(tp):
+            try:
+                return _coerce(value, alt, key)
+            except ConfigError as e:
+                errors.append(str(e).split(": ", 1)[-1])
+        raise ConfigError(f"{key}: {' or '.join(errors)}")
     if origin in (tuple, list):
         (item_tp, *_rest) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
@@ -213,7 +232,7 @@ def _check(value: Any, meta: typing.Mapping[str, Any], key: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not allowed: choose one of {', '.join(map(str, choices))}")
     if meta.get("length") is not None and len(value) != meta["length"]:
         raise ConfigError(f"{key}: expected a list of exactly {meta['length']} values, got {len(value)}")
-    if meta.get("min_len") is not None and len(value) < meta["min_len"]:
+    if meta.get("min_len") is not None and isinstance(value, tuple) and len(value) < meta["min_len"]:
         raise ConfigError(f"{key}: expected at least {meta['min_len']} value(s), got {len(value)}")
 
 
@@ -260,6 +279,8 @@ def _cross_check(obj: Any, prefix: str) -> None:
         )
     if isinstance(obj, StudentConfig) and any(h % obj.num_heads for h in obj.hidden_sizes):
         raise ConfigError(f"{prefix}.hidden_sizes must all be divisible by {prefix}.num_heads")
+    if isinstance(obj, StudentConfig) and obj.vit_hidden_size % obj.num_heads:
+        raise ConfigError(f"{prefix}.vit_hidden_size must be divisible by {prefix}.num_heads")
     if isinstance(obj, DataConfig) and len(set(obj.targets)) != len(obj.targets):
         raise ConfigError(f"{prefix}.targets: names must be unique, got {list(obj.targets)}")
 

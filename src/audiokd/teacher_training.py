@@ -76,7 +76,10 @@ def train_teacher(
         "runtime": section_to_dict(runtime),
     }
 
-    def objective(out: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+    def objective(
+        net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        out = net(pixel_values=x).logits
         hard = hard_mse(out, y)
         return {"hard": hard, "total": hard}
 

@@ -21,8 +21,9 @@ from audiokd.tracking import MetricBuffer
 
 log = logging.getLogger(__name__)
 
-# (model outputs, labels, batch indices into the train split) -> named loss terms, "total" included
-Objective = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
+# (model, inputs, labels, batch indices into the train split) -> named loss terms, "total" included.
+# The objective runs the model itself, so it can ask for hidden states or run a teacher beside it.
+Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
 
 
 class TrainingError(RuntimeError):
@@ -102,15 +103,22 @@ def fit(
     targets: list[str],
     s: FitSettings,
     metrics: MetricBuffer | None = None,
+    extra_modules: tuple[torch.nn.Module, ...] = (),
 ) -> FitResult:
     """Train ``model`` with AdamW; keep the epoch with the best validation CCC.
+
+    ``extra_modules`` train beside the model (e.g. feature-distillation projections) but are not part of it.
 
     Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss``,
     ``val/ccc_mean`` and ``val/ccc_<target>``. A tqdm bar per epoch shows ``loss``, ``hard`` and ``soft``.
     """
     gen = torch.Generator().manual_seed(s.seed)
     model.to(s.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    params = list(model.parameters())
+    for m in extra_modules:
+        m.to(s.device).train()
+        params += list(m.parameters())
+    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     n = len(train)
     # a final batch of one sample breaks batch norm in training mode: fold it away
     steps_per_epoch = max(1, n // s.batch_size if n % s.batch_size < 2 else math.ceil(n / s.batch_size))
@@ -133,7 +141,7 @@ def fit(
                 else perm[b * s.batch_size :]
             )
             x, y = train.x[idx].to(s.device), train.y[idx].to(s.device)
-            terms = objective(model(pixel_values=x).logits, y, idx)
+            terms = objective(model, x, y, idx)
             values = {k: float(v.detach()) for k, v in terms.items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
@@ -144,7 +152,7 @@ def fit(
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
             if s.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
             opt.step()
             sched.step()
             step += 1

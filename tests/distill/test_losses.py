@@ -1,9 +1,22 @@
 """Each loss term on hand-computed tensors."""
 
+import math
+
 import pytest
 import torch
 
-from audiokd.distill.losses import SOFT_LOSSES, KDLoss, hard_mse, soft_gaussian_kl, soft_mse
+from audiokd.config import DistillConfig
+from audiokd.distill.losses import (
+    REGISTRY,
+    SOFT_LOSSES,
+    KDLoss,
+    hard_mse,
+    lookup,
+    soft_ccc,
+    soft_gaussian_kl,
+    soft_mse,
+    soft_softmax_kl,
+)
 
 S = torch.tensor([[1.0, 2.0], [0.0, -1.0]])
 Y = torch.tensor([[0.0, 2.0], [0.0, 1.0]])
@@ -60,10 +73,64 @@ def test_kd_needs_teacher_outputs_when_soft_is_on():
         KDLoss(alpha=0.5, temperature=1.0)(S, Y, None)
 
 
-def test_unknown_soft_loss_is_refused():
-    with pytest.raises(ValueError, match="soft_loss"):
+def test_unknown_soft_loss_is_refused_listing_the_known_ones():
+    with pytest.raises(
+        ValueError, match="distill.soft_loss: unknown 'nope'; known: ccc, kl, mse, softmax_kl"
+    ):
         KDLoss(alpha=0.5, temperature=1.0, soft_loss="nope")
-    assert set(SOFT_LOSSES) == {"mse", "kl"}
+
+
+def test_params_choices_match_the_registry():
+    fields = {f.name: f for f in DistillConfig.__dataclass_fields__.values()}
+    lookup("feature", "fitnet")  # imports every registered term
+    for kind in ("soft", "feature", "attention"):
+        assert set(fields[f"{kind}_loss"].metadata["choices"]) == set(REGISTRY[kind]), kind
+    assert lookup("soft", "kl") is soft_gaussian_kl and SOFT_LOSSES["ccc"] is soft_ccc
+
+
+def test_soft_ccc_values():
+    t = torch.tensor([[1.0], [2.0], [3.0]])
+    assert float(soft_ccc(t, t, 1.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(soft_ccc(-t + 4, t, 1.0)) == pytest.approx(2.0, abs=1e-6)  # perfect negation: CCC -1
+    # offset by one: CCC 4/7 (see test_metrics) -> loss 3/7
+    assert float(soft_ccc(t + 1, t, 1.0)) == pytest.approx(3 / 7, abs=1e-6)
+
+
+def test_softmax_kl_by_hand():
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])
+    # T = 1: p_t = (3/4, 1/4), p_s = (1/2, 1/2)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert float(soft_softmax_kl(s, t, 1.0)) == pytest.approx(expected, abs=1e-6)
+    # T = 2: p_t = softmax(ln3 / 2, 0) = (r, 1 - r) with r = sqrt3 / (1 + sqrt3); times T^2 = 4
+    r = math.sqrt(3) / (1 + math.sqrt(3))
+    expected2 = 4 * (r * math.log(r / 0.5) + (1 - r) * math.log((1 - r) / 0.5))
+    assert float(soft_softmax_kl(s, t, 2.0)) == pytest.approx(expected2, abs=1e-6)
+
+
+def test_softmax_kl_sees_only_differences_between_outputs():
+    s = torch.tensor([[0.3, -0.2], [1.0, 0.5]])
+    t = torch.tensor([[0.1, 0.4], [-1.0, 0.0]])
+    base = float(soft_softmax_kl(s, t, 2.0))
+    assert float(soft_softmax_kl(s + 5.0, t, 2.0)) == pytest.approx(base, abs=1e-6)
+    assert float(soft_softmax_kl(s[:, :1], t[:, :1], 2.0)) == pytest.approx(0.0, abs=1e-7)  # one output
+
+
+def test_weight_zero_terms_are_not_computed():
+    calls = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, s, t):
+            calls.append(1)
+            return torch.tensor(1.0)
+
+    kd = KDLoss(0.5, 1.0, "mse", beta=0.0, gamma=0.0, feature=Spy(), attention=Spy())
+    terms = kd(S, Y, T)
+    assert calls == [] and set(terms) == {"hard", "soft", "total"}
+    kd = KDLoss(0.5, 1.0, "mse", beta=0.5, gamma=0.25, feature=Spy(), attention=Spy())
+    terms = kd(S, Y, T)
+    assert len(calls) == 2 and kd.active_terms == ["hard", "soft", "feature", "attention"]
+    assert float(terms["total"]) == pytest.approx(0.5 * 1.25 + 0.5 * 0.5 + 0.5 * 1 + 0.25 * 1)
 
 
 def test_gradient_reaches_the_student_only():

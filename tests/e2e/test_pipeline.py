@@ -118,7 +118,7 @@ def test_mlflow_runs_metric_names_and_model(pipeline):
     teacher, student = runs["train_teacher"], runs["distill"]
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert student.data.tags["teacher_run_id"] == teacher.info.run_id
-    assert student.info.run_name == "distill T=2 a=0.5 soft=kl"
+    assert student.info.run_name == "distill T=2 a=0.5 b=0 g=0 soft=kl"
     assert "git_commit" in student.data.tags
     for name in ("train/hard_loss", "train/soft_loss", "train/total_loss", "val/loss", "val/ccc_mean"):
         assert len(client.get_metric_history(student.info.run_id, name)) > 0, name
@@ -166,3 +166,23 @@ def test_misspelled_key_reruns_the_stage_and_is_refused(pipeline):
     # DVC removes a stage's outputs before it runs; they come back from its cache
     _run([dvc, "checkout"], repo)
     assert (repo / "models" / "student" / "model.safetensors").read_bytes() == before
+
+
+def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
+    import mlflow
+
+    repo, _ = pipeline
+    dvc = str(Path(sys.executable).parent / "dvc")
+    proc = _run([dvc, "exp", "run", "-S", "distill.beta=0.4", "-S", "distill.gamma=0.3"], repo)
+    assert _ran(proc.stdout) == ["distill", "evaluate"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("audiokd-e2e")
+    runs = client.search_runs([exp.experiment_id], "params.`distill.beta` = '0.4'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["kd.teacher"] == "live" and run.data.tags.get("dvc_exp_name")
+    assert "a=0.5 b=0.4 g=0.3" in run.info.run_name
+    for name in ("train/feature_loss", "train/attention_loss", "train/soft_loss"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert len(history) == 6 and all(m.value > 0 for m in history), name

@@ -1,25 +1,58 @@
-"""Knowledge-distillation loss terms, chosen by name and combined as a weighted sum.
+"""Knowledge-distillation loss terms, chosen by name from one registry and combined as a weighted sum.
 
-The student objective (response-based KD, Hinton et al. 2015, "Distilling the Knowledge in a Neural
-Network", arXiv:1503.02531, adapted to regression):
-
-    total = alpha * hard + (1 - alpha) * soft
+    total = alpha * hard + (1 - alpha) * soft + beta * feature + gamma * attention
 
 - ``hard``: MSE between student outputs and the (standardised) labels.
-- ``soft``: a distance between student outputs ``s`` and teacher outputs ``t``, by ``distill.soft_loss``:
+- ``soft`` (response-based KD, Hinton et al. 2015, "Distilling the Knowledge in a Neural Network",
+  arXiv:1503.02531), by ``distill.soft_loss``, student outputs ``s``, teacher outputs ``t``:
     - ``mse``: mean (s - t)^2.
-    - ``kl``: the KL divergence between Gaussians of equal variance T^2 centred on the outputs,
-      KL(N(t, T^2) || N(s, T^2)) = (s - t)^2 / (2 T^2), averaged over outputs. A higher temperature T
-      widens both distributions and pulls the student more softly toward the teacher.
-Every term is returned under its own name so each can be logged (``train/hard_loss``, ...).
+    - ``kl``: KL between Gaussians of equal variance T^2 centred on the outputs,
+      KL(N(t, T^2) || N(s, T^2)) = (s - t)^2 / (2 T^2), averaged over outputs. A higher temperature widens
+      both and pulls the student more softly toward the teacher.
+    - ``ccc``: 1 - CCC(s, t) per output column, averaged (CCC as in Lin 1989).
+    - ``softmax_kl``: the notebook's form, T^2 * KL(softmax(t / T) || softmax(s / T)) across the output
+      vector, ``batchmean``. A softmax ignores a shift shared by all outputs, so for regression this only
+      constrains the differences between outputs (and nothing with one output); it is kept so the
+      notebook's results can be reproduced. For classification logits it is Hinton's loss.
+- ``feature`` and ``attention``: see :mod:`audiokd.distill.feature_losses`.
+
+Each term is returned under its own name so each can be logged (``train/hard_loss``, ...). A term whose weight
+is 0 is not computed at all.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import Any
 
 import torch
-from torch.nn.functional import mse_loss
+from torch.nn.functional import kl_div, log_softmax, mse_loss, softmax
+
+from audiokd.metrics import ccc_loss
+
+REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {"soft": {}, "feature": {}, "attention": {}}
+
+
+def register(kind: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: register a loss term (or a term's factory) as ``name`` under ``kind``."""
+
+    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
+        REGISTRY[kind][name] = fn
+        return fn
+
+    return deco
+
+
+def lookup(kind: str, name: str) -> Callable[..., Any]:
+    """The registered ``kind`` term called ``name``; an unknown name lists the known ones."""
+    importlib.import_module("audiokd.distill.feature_losses")  # registers the feature and attention terms
+
+    try:
+        return REGISTRY[kind][name]
+    except KeyError:
+        known = ", ".join(sorted(REGISTRY.get(kind, {})))
+        raise ValueError(f"distill.{kind}_loss: unknown {name!r}; known: {known}") from None
 
 
 def hard_mse(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -27,41 +60,81 @@ def hard_mse(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return mse_loss(student, labels)
 
 
+@register("soft", "mse")
 def soft_mse(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Soft loss ``mse``: mean (s - t)^2; the temperature does not enter."""
     del temperature
     return mse_loss(student, teacher)
 
 
+@register("soft", "kl")
 def soft_gaussian_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
     """Soft loss ``kl``: KL(N(t, T^2) || N(s, T^2)) = (s - t)^2 / (2 T^2), mean over batch and outputs."""
     return ((student - teacher) ** 2).mean() / (2.0 * temperature**2)
 
 
-SoftLoss = Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor]
-SOFT_LOSSES: dict[str, SoftLoss] = {"mse": soft_mse, "kl": soft_gaussian_kl}
+@register("soft", "ccc")
+def soft_ccc(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft loss ``ccc``: 1 - CCC(s, t) per output column over the batch, averaged over columns."""
+    del temperature
+    return ccc_loss(student, teacher)
+
+
+@register("soft", "softmax_kl")
+def soft_softmax_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Soft loss ``softmax_kl`` (Hinton 2015): T^2 * KL(softmax(t/T) || softmax(s/T)), batchmean."""
+    t = temperature
+    return kl_div(log_softmax(student / t, dim=1), softmax(teacher / t, dim=1), reduction="batchmean") * t * t
+
+
+SOFT_LOSSES = REGISTRY["soft"]
 
 
 class KDLoss(torch.nn.Module):
-    """``total = alpha * hard + (1 - alpha) * soft``; returns each term by name.
+    """``total = alpha * hard + (1 - alpha) * soft + beta * feature + gamma * attention``, each term by name.
 
-    With ``alpha == 1`` the soft term is not computed (no teacher needed) and reported as 0.
+    ``feature`` and ``attention`` are callables taking the student's and teacher's intermediate outputs
+    (see :mod:`audiokd.distill.feature_losses`); they are only called when their weight is above zero.
+    With ``alpha == 1`` the soft term is not computed (no teacher outputs needed) and reported as 0.
     """
 
-    def __init__(self, alpha: float, temperature: float, soft_loss: str = "mse") -> None:
+    def __init__(
+        self,
+        alpha: float,
+        temperature: float,
+        soft_loss: str = "mse",
+        beta: float = 0.0,
+        gamma: float = 0.0,
+        feature: torch.nn.Module | None = None,
+        attention: torch.nn.Module | None = None,
+    ) -> None:
         super().__init__()
-        if soft_loss not in SOFT_LOSSES:
-            raise ValueError(
-                f"distill.soft_loss: unknown {soft_loss!r}; choose from {', '.join(SOFT_LOSSES)}"
-            )
-        self.alpha = alpha
-        self.temperature = temperature
-        self.soft_fn = SOFT_LOSSES[soft_loss]
+        self.alpha, self.temperature, self.beta, self.gamma = alpha, temperature, beta, gamma
+        self.soft_fn = lookup("soft", soft_loss)
+        if beta > 0 and feature is None:
+            raise ValueError("KDLoss: beta > 0 needs a feature term")
+        if gamma > 0 and attention is None:
+            raise ValueError("KDLoss: gamma > 0 needs an attention term")
+        self.feature = feature if beta > 0 else None
+        self.attention = attention if gamma > 0 else None
+
+    @property
+    def active_terms(self) -> list[str]:
+        """Names of the terms this loss computes."""
+        names = ["hard", "soft"]
+        names += ["feature"] if self.feature is not None else []
+        names += ["attention"] if self.attention is not None else []
+        return names
 
     def forward(
-        self, student: torch.Tensor, labels: torch.Tensor, teacher: torch.Tensor | None = None
+        self,
+        student: torch.Tensor,
+        labels: torch.Tensor,
+        teacher: torch.Tensor | None = None,
+        student_inner: Any = None,
+        teacher_inner: Any = None,
     ) -> dict[str, torch.Tensor]:
-        """Compute ``{"hard", "soft", "total"}`` for one batch."""
+        """Compute ``{"hard", "soft", ["feature"], ["attention"], "total"}`` for one batch."""
         hard = hard_mse(student, labels)
         if self.alpha < 1.0:
             if teacher is None:
@@ -69,5 +142,13 @@ class KDLoss(torch.nn.Module):
             soft = self.soft_fn(student, teacher, self.temperature)
         else:
             soft = torch.zeros((), device=student.device)
+        terms = {"hard": hard, "soft": soft}
         total = self.alpha * hard + (1.0 - self.alpha) * soft
-        return {"hard": hard, "soft": soft, "total": total}
+        if self.feature is not None:
+            terms["feature"] = self.feature(student_inner, teacher_inner)
+            total = total + self.beta * terms["feature"]
+        if self.attention is not None:
+            terms["attention"] = self.attention(student_inner, teacher_inner)
+            total = total + self.gamma * terms["attention"]
+        terms["total"] = total
+        return terms

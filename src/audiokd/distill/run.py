@@ -1,4 +1,4 @@
-"""The distill stage: train the MobileViT student against labels and the teacher's cached outputs."""
+"""The distill stage: train the student against labels and the teacher (cached outputs, or live features)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from audiokd.config import (
 )
 from audiokd.data.features import FeatureSet
 from audiokd.distill import teacher_cache
-from audiokd.distill.losses import KDLoss
+from audiokd.distill.objective import build_objective
 from audiokd.io import atomic_dir, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 
 def run_name(cfg: DistillConfig) -> str:
     """A run name that says the KD settings, so the MLflow compare view lines runs up."""
-    return f"distill T={cfg.temperature:g} a={cfg.alpha:g} soft={cfg.soft_loss}"
+    return (
+        f"distill T={cfg.temperature:g} a={cfg.alpha:g} b={cfg.beta:g} g={cfg.gamma:g} soft={cfg.soft_loss}"
+    )
 
 
 def distill(
@@ -56,7 +58,10 @@ def distill(
     check_targets(data, fs)
     teacher_dir = Path(teacher_dir)
     teacher_meta = read_json(teacher_dir / "meta.json")
-    cached = teacher_cache.load(teacher_dir / "predictions", fs.meta) if cfg.alpha < 1 else {}
+    inner_on = cfg.beta > 0 or cfg.gamma > 0
+    cached = (
+        teacher_cache.load(teacher_dir / "predictions", fs.meta) if cfg.alpha < 1 and not inner_on else {}
+    )
     if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
         log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
     device = resolve_device(runtime.device)
@@ -66,13 +71,8 @@ def distill(
     model = build_student(student, fs.input_shape, len(fs.targets))
     n_params = count_params(model)
     train, val = fs.split("train"), fs.split("val")
-    kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss)
-    teacher_train = cached.get("train")
-    if teacher_train is not None:
-        teacher_train = teacher_train.to(device)
-
-    def objective(out: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        return kd(out, y, None if teacher_train is None else teacher_train[idx.to(device)])
+    model.to(device)
+    plan = build_objective(cfg, model, teacher_dir, cached.get("train"), train.x[:2].to(device), device)
 
     settings = FitSettings(
         epochs=cfg.epochs,
@@ -89,16 +89,23 @@ def distill(
         "distill": section_to_dict(cfg),
         "runtime": section_to_dict(runtime),
     }
-    tags = {"teacher_run_id": str(teacher_meta.get("run_id", "")), "kd.soft_loss": cfg.soft_loss}
+    tags = {
+        "teacher_run_id": str(teacher_meta.get("run_id", "")),
+        "kd.terms": ",".join(plan.terms),
+        "kd.teacher": "live" if plan.live_teacher else "cached",
+    }
     log.info(
-        "student: MobileViT %.2fM parameters (teacher %.2fM, %.1fx smaller)",
+        "student: %s %.2fM parameters (teacher %.2fM, %.1fx smaller)",
+        student.arch,
         n_params / 1e6,
         teacher_meta["params"] / 1e6,
         teacher_meta["params"] / n_params,
     )
     with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
         mlflow.log_metric("model/params", n_params)
-        result = fit(model, objective, train, val, fs.targets, settings, MetricBuffer())
+        result = fit(
+            model, plan.objective, train, val, fs.targets, settings, MetricBuffer(), plan.extra_modules
+        )
         mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
         model.cpu().eval()
         model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())

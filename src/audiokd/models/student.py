@@ -1,18 +1,42 @@
-"""The student: a Hugging Face MobileViT (about 1M parameters) with a regression head."""
+"""The student: a Hugging Face MobileViT (about 1M parameters) or a small ViT, with a regression head."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-from transformers import MobileViTConfig, MobileViTForImageClassification
+from transformers import (
+    AutoModelForImageClassification,
+    MobileViTConfig,
+    MobileViTForImageClassification,
+    ViTConfig,
+    ViTForImageClassification,
+)
 
 from audiokd.config import StudentConfig
 
 
 def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_outputs: int) -> torch.nn.Module:
-    """A MobileViT built from ``cfg`` for (channels, n_mels, frames) inputs."""
+    """A student built from ``cfg`` for (channels, n_mels, frames) inputs.
+
+    ``mobilevit`` (default): MobileViT with ``hidden_sizes``/``neck_hidden_sizes``. ``vit``: a small ViT
+    (``vit_*`` keys) whose attention probabilities allow attention-map transfer from the teacher.
+    """
     channels, height, width = input_shape
+    if cfg.arch == "vit":
+        config = ViTConfig(
+            image_size=(height, width),
+            patch_size=cfg.vit_patch_size,
+            num_channels=channels,
+            hidden_size=cfg.vit_hidden_size,
+            num_hidden_layers=cfg.vit_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.vit_intermediate_size,
+            num_labels=num_outputs,
+            problem_type="regression",
+            attn_implementation="eager",
+        )
+        return ViTForImageClassification(config)
     config = MobileViTConfig(
         num_channels=channels,
         image_size=max(height, width),
@@ -28,5 +52,5 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_out
 
 
 def load_student(folder: str | Path) -> torch.nn.Module:
-    """Load a trained student (safetensors only), in eval mode."""
-    return MobileViTForImageClassification.from_pretrained(Path(folder), use_safetensors=True).eval()
+    """Load a trained student of any supported family (safetensors only), in eval mode."""
+    return AutoModelForImageClassification.from_pretrained(Path(folder), use_safetensors=True).eval()

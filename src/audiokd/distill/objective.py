@@ -1,0 +1,109 @@
+"""The per-step distillation objective: which teacher signal, which intermediate outputs, which terms.
+
+- Response-only KD (``beta == gamma == 0``): the teacher's outputs come from its cache; each step runs one
+  forward pass, the student's, and no hidden states are requested from anyone.
+- Feature or attention terms on: the teacher runs live, frozen in eval mode under ``no_grad``, once per step,
+  with ``output_hidden_states`` (and ``output_attentions`` for ``attention_map``); its outputs for the soft
+  loss come from that same pass, never a second one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from audiokd.config import DistillConfig
+from audiokd.distill.losses import KDLoss, lookup
+from audiokd.models.features import Inner, pair_layers, select_layers, student_inner, teacher_inner
+from audiokd.models.teacher import load_teacher
+from audiokd.training import Objective
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DistillObjective:
+    """What :func:`audiokd.training.fit` needs: the objective and the modules that train beside the model."""
+
+    objective: Objective
+    extra_modules: tuple[torch.nn.Module, ...]
+    live_teacher: bool
+    terms: list[str]
+    pairs: list[tuple[int, int]] = field(default_factory=list)
+
+
+def _student_pass(
+    net: torch.nn.Module, x: torch.Tensor, hidden: bool, attn: bool
+) -> tuple[torch.Tensor, Inner | None]:
+    kwargs: dict[str, bool] = {}
+    if hidden:
+        kwargs["output_hidden_states"] = True
+    if attn:
+        kwargs["output_attentions"] = True
+    out = net(pixel_values=x, **kwargs)
+    return out.logits, (student_inner(net, out, attn) if hidden else None)
+
+
+def build_objective(
+    cfg: DistillConfig,
+    student: torch.nn.Module,
+    teacher_dir: Path,
+    cached_train: torch.Tensor | None,
+    sample_x: torch.Tensor,
+    device: torch.device,
+) -> DistillObjective:
+    """Assemble the KD objective for ``cfg``; ``sample_x`` (a couple of clips) sizes the projections."""
+    inner_on = cfg.beta > 0 or cfg.gamma > 0
+    attn_maps = cfg.gamma > 0 and cfg.attention_loss == "attention_map"
+    if not inner_on:
+        kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss)
+        teacher_out = cached_train.to(device) if cached_train is not None else None
+
+        def cached_objective(
+            net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+        ) -> dict[str, torch.Tensor]:
+            logits, _ = _student_pass(net, x, False, False)
+            return kd(logits, y, None if teacher_out is None else teacher_out[idx.to(device)])
+
+        return DistillObjective(cached_objective, (), live_teacher=False, terms=kd.active_terms)
+
+    teacher = load_teacher(teacher_dir).to(device)
+    teacher.requires_grad_(False)
+    layers = select_layers(cfg.teacher_layers, teacher.config.num_hidden_layers)
+    with torch.no_grad():
+        t_out = teacher(pixel_values=sample_x, output_hidden_states=True, output_attentions=attn_maps)
+        t_inner = teacher_inner(teacher, t_out, layers, attn_maps)
+        was_training = student.training
+        student.eval()
+        _, s_inner = _student_pass(student, sample_x, True, attn_maps)
+        student.train(was_training)
+    assert s_inner is not None
+    n_student = len(s_inner.attentions) if attn_maps and s_inner.attentions else len(s_inner.maps)
+    pairs = pair_layers(len(layers), n_student)
+    feature = lookup("feature", cfg.feature_loss)(s_inner.channels, t_inner.channels, pairs, cfg.attention_p)
+    attention = lookup("attention", cfg.attention_loss)(
+        s_inner.channels, t_inner.channels, pairs, cfg.attention_p
+    )
+    feature.to(device)
+    kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, cfg.beta, cfg.gamma, feature, attention)
+    log.info(
+        "distill: live teacher, layers %s paired with student features %s",
+        layers,
+        [(layers[t], s) for t, s in pairs],
+    )
+
+    def live_objective(
+        net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        del idx
+        with torch.no_grad():
+            out = teacher(pixel_values=x, output_hidden_states=True, output_attentions=attn_maps)
+            t_in = teacher_inner(teacher, out, layers, attn_maps)
+        logits, s_in = _student_pass(net, x, True, attn_maps)
+        return kd(logits, y, out.logits, s_in, t_in)
+
+    extra = (feature,) if cfg.beta > 0 and any(True for _ in feature.parameters()) else ()
+    return DistillObjective(live_objective, extra, live_teacher=True, terms=kd.active_terms, pairs=pairs)

@@ -1,0 +1,89 @@
+"""The per-step objective: cached teacher for response KD, one live teacher pass when features are on."""
+
+import pytest
+import torch
+from transformers import ViTConfig, ViTForImageClassification
+
+from audiokd.config import DistillConfig, StudentConfig
+from audiokd.distill.objective import build_objective
+from audiokd.models.student import build_student
+
+SHAPE = (1, 32, 64)
+TINY_STUDENT = StudentConfig(hidden_sizes=(16, 16, 16), neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16), num_heads=2)
+
+
+@pytest.fixture
+def teacher_dir(tmp_path):
+    torch.manual_seed(0)
+    vit = ViTForImageClassification(
+        ViTConfig(
+            image_size=SHAPE[1:],
+            patch_size=16,
+            num_channels=1,
+            hidden_size=32,
+            num_hidden_layers=6,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_labels=2,
+            problem_type="regression",
+            attn_implementation="eager",
+        )
+    )
+    vit.save_pretrained(tmp_path / "teacher")
+    return tmp_path / "teacher"
+
+
+def _record_calls(model):
+    calls = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: calls.append(dict(kwargs)), with_kwargs=True)
+    return calls
+
+
+def test_response_kd_uses_the_cache_and_asks_nobody_for_hidden_states(tmp_path):
+    student = build_student(TINY_STUDENT, SHAPE, 2)
+    calls = _record_calls(student)
+    cached = torch.randn(10, 2)
+    plan = build_objective(
+        DistillConfig(alpha=0.3),
+        student,
+        tmp_path / "no-teacher-here",
+        cached,
+        torch.randn(2, *SHAPE),
+        torch.device("cpu"),
+    )
+    assert not plan.live_teacher and plan.extra_modules == () and plan.terms == ["hard", "soft"]
+    idx = torch.tensor([1, 4, 7])
+    terms = plan.objective(student, torch.randn(3, *SHAPE), torch.randn(3, 2), idx)
+    assert set(terms) == {"hard", "soft", "total"}
+    assert all("output_hidden_states" not in c for c in calls)
+
+
+def test_feature_and_attention_terms_run_the_teacher_once_per_step(teacher_dir):
+    student = build_student(TINY_STUDENT, SHAPE, 2)
+    cfg = DistillConfig(alpha=0.5, beta=0.4, gamma=0.3, teacher_layers=3)
+    plan = build_objective(cfg, student, teacher_dir, None, torch.randn(2, *SHAPE), torch.device("cpu"))
+    assert plan.live_teacher and plan.terms == ["hard", "soft", "feature", "attention"]
+    assert plan.pairs == [(0, 2), (1, 4)]  # teacher layers 3 and 6 with student stages 3 and 5 of 5
+    assert len(plan.extra_modules) == 1
+    teacher_calls = []
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(
+        lambda m, args: teacher_calls.append(1) if isinstance(m, ViTForImageClassification) else None
+    )
+    try:
+        terms = plan.objective(student, torch.randn(4, *SHAPE), torch.randn(4, 2), torch.arange(4))
+    finally:
+        handle.remove()
+    assert len(teacher_calls) == 1
+    assert set(terms) == {"hard", "soft", "feature", "attention", "total"}
+    terms["total"].backward()
+    proj = plan.extra_modules[0]
+    assert all(p.grad is not None for p in proj.parameters())
+
+
+def test_projection_is_not_part_of_the_exported_student(teacher_dir, tmp_path):
+    student = build_student(TINY_STUDENT, SHAPE, 2)
+    before = set(student.state_dict())
+    build_objective(
+        DistillConfig(beta=1.0), student, teacher_dir, None, torch.randn(2, *SHAPE), torch.device("cpu")
+    )
+    assert set(student.state_dict()) == before
