@@ -25,9 +25,28 @@ log = logging.getLogger(__name__)
 STORE_DIR = Path("mlruns")
 
 
+def project_root(cwd: Path | None = None) -> Path:
+    """The repository whose ``mlruns/`` holds the store.
+
+    ``dvc exp run --queue`` and ``--temp`` run stages in a copy under ``<repo>/.dvc/tmp/exps/``; their runs
+    must land in the repository's own store, not in the copy that DVC deletes afterwards.
+    """
+    cwd = (cwd or Path.cwd()).resolve()
+    parts = cwd.parts
+    for i in range(len(parts) - 3):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return cwd
+
+
+def store_dir() -> Path:
+    """The default store folder: ``<project root>/mlruns``."""
+    return project_root() / STORE_DIR
+
+
 def default_uri() -> str:
     """The project's own store: sqlite under ``mlruns/``."""
-    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{store_dir() / 'mlflow.db'}"
 
 
 def tracking_uri() -> str:
@@ -39,14 +58,14 @@ def _artifact_location(uri: str) -> str | None:
     # note: mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so compare URIs rather than test the env
     if uri != default_uri():
         return None  # a server (or the user's own store) decides where artifacts go
-    return (STORE_DIR / "artifacts").resolve().as_uri()
+    return (store_dir() / "artifacts").as_uri()
 
 
 def setup(experiment: str) -> str:
     """Point MLflow at the store and make sure ``experiment`` exists; returns its id."""
     uri = tracking_uri()
     if uri == default_uri():
-        STORE_DIR.mkdir(parents=True, exist_ok=True)
+        store_dir().mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
