@@ -14,7 +14,7 @@ def main() -> None:
             "out": "student folder to write",
         },
     )
-    sections = load_sections(args.params, "data", "student", "distill", "tracking", "runtime")
+    sections = load_sections(args.params, "data", "student", "distill", "tracking", "runtime", "augment")
     distill(*sections, args.features, args.teacher, args.out, params_file=args.params)
 
 

@@ -1,4 +1,4 @@
-"""DVC stage prepare: validated manifest with a split column (or the embedded synthetic set)."""
+"""DVC stage prepare: the manifest validated (every bad row reported), with a split column."""
 
 from audiokd.cli import load_sections, run_stage, stage_args
 from audiokd.data.manifest import prepare

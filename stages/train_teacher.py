@@ -7,8 +7,8 @@ from audiokd.teacher_training import train_teacher
 def main() -> None:
     """Read ``data``, ``teacher``, ``tracking``, ``runtime``; write the teacher folder."""
     args = stage_args(__doc__, {"features": "features folder (input)", "out": "teacher folder to write"})
-    data, teacher, tracking, runtime = load_sections(args.params, "data", "teacher", "tracking", "runtime")
-    train_teacher(data, teacher, tracking, runtime, args.features, args.out, params_file=args.params)
+    sections = load_sections(args.params, "data", "teacher", "tracking", "runtime", "augment")
+    train_teacher(*sections, args.features, args.out, params_file=args.params)
 
 
 if __name__ == "__main__":

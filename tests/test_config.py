@@ -46,7 +46,7 @@ def test_default_params_comment_every_key(repo_root):
             {"split": {"train": 0.5, "val": 0.1, "test": 0.1}},
             "data.split: train + val + test must sum to 1",
         ),
-        ("data", {"synthetic": {"clips": 5}}, "data.synthetic.clips = 5 is out of range"),
+        ("synthetic", {"clips": 5}, "synthetic.clips = 5 is out of range"),
         ("student", {"hidden_sizes": [64, 80]}, "student.hidden_sizes: expected a list of exactly 3"),
         ("runtime", {"device": "tpu"}, "runtime.device = 'tpu' is not allowed"),
     ],

@@ -52,9 +52,10 @@ class SplitConfig:
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """The embedded synthetic set used when ``data.manifest`` is empty."""
+    """The embedded synthetic set, written by the synthesize stage to ``data/embedded``."""
 
     clips: int = _f(1000, range=(30, 100_000))
+    seed: int = _f(42, range=(0, 2**31 - 1))
     sample_rate: int = _f(22050, range=(4000, 96000))
     min_duration_s: float = _f(1.5, range=(0.1, 60.0))
     max_duration_s: float = _f(3.0, range=(0.1, 60.0))
@@ -65,13 +66,15 @@ class SyntheticConfig:
 class DataConfig:
     """Where clips come from, what to predict and how to split."""
 
-    manifest: str = ""
-    task: str = _f("regression", choices=("regression",))
+    manifest: str = "data/embedded/manifest.csv"
+    task: str = _f("regression", choices=("regression", "classification"))
     targets: tuple[str, ...] = _f(("arousal", "valence"), min_len=1)
     label_column: str = "label"
+    labels: tuple[str, ...] = ()
+    on_bad_clip: str = _f("error", choices=("error", "skip"))
+    min_clips_per_split: int = _f(2, range=(1, 100_000))
     seed: int = _f(42, range=(0, 2**31 - 1))
     split: SplitConfig = field(default_factory=SplitConfig)
-    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,23 @@ class AudioConfig:
     n_fft: int = _f(512, range=(16, 16384))
     hop_length: int = _f(250, range=(1, 16384))
     n_mels: int = _f(64, range=(8, 512))
+    random_crop: bool = False
+    crop_pool_s: float = _f(4.0, range=(0.1, 600.0))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Train-time augmentation for teacher and student; any of it on makes distill run the teacher live."""
+
+    freq_mask: int = _f(0, range=(0, 512))
+    time_mask: int = _f(0, range=(0, 10_000))
+    num_masks: int = _f(2, range=(0, 16))
+    mixup_alpha: float = _f(0.0, range=(0.0, 10.0))
+
+    @property
+    def active(self) -> bool:
+        """Whether any augmentation changes the input."""
+        return (self.num_masks > 0 and (self.freq_mask > 0 or self.time_mask > 0)) or self.mixup_alpha > 0
 
 
 @dataclass(frozen=True)
@@ -163,8 +183,10 @@ class RuntimeConfig:
 
 
 SECTIONS: dict[str, type] = {
+    "synthetic": SyntheticConfig,
     "data": DataConfig,
     "audio": AudioConfig,
+    "augment": AugmentConfig,
     "teacher": TeacherConfig,
     "student": StudentConfig,
     "distill": DistillConfig,
@@ -283,6 +305,14 @@ def _cross_check(obj: Any, prefix: str) -> None:
         raise ConfigError(f"{prefix}.vit_hidden_size must be divisible by {prefix}.num_heads")
     if isinstance(obj, DataConfig) and len(set(obj.targets)) != len(obj.targets):
         raise ConfigError(f"{prefix}.targets: names must be unique, got {list(obj.targets)}")
+    if isinstance(obj, DataConfig) and len(set(obj.labels)) != len(obj.labels):
+        raise ConfigError(f"{prefix}.labels: names must be unique, got {list(obj.labels)}")
+    if isinstance(obj, DataConfig) and not obj.manifest:
+        raise ConfigError(
+            f"{prefix}.manifest: give a CSV path (the embedded set is data/embedded/manifest.csv)"
+        )
+    if isinstance(obj, AudioConfig) and obj.random_crop and obj.crop_pool_s < obj.duration_s:
+        raise ConfigError(f"{prefix}.crop_pool_s must be at least {prefix}.duration_s when random_crop is on")
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -15,16 +15,16 @@ import pandas as pd
 import torch
 
 from audiokd.config import DataConfig, EvaluateConfig, TrackingConfig
-from audiokd.data.features import FeatureSet
+from audiokd.data.features import FeatureSet, check_targets
 from audiokd.io import read_json, write_json
-from audiokd.metrics import ccc_per_target
 from audiokd.models import count_params, predict, weights_size_mb
 from audiokd.models.student import load_student
 from audiokd.models.teacher import load_teacher
-from audiokd.teacher_training import check_targets
 from audiokd.tracking import setup
 
 log = logging.getLogger(__name__)
+
+QUALITY_KEYS = ("ccc_mean", "accuracy", "macro_f1")
 
 
 @torch.no_grad()
@@ -57,10 +57,8 @@ def _model_report(
     cfg: EvaluateConfig,
 ) -> tuple[dict[str, Any], np.ndarray]:
     pred = fs.denormalise_targets(predict(model, x).numpy())
-    per = ccc_per_target(pred, y_true, fs.targets)
     report = {
-        "ccc_mean": float(np.mean(list(per.values()))),
-        "ccc": per,
+        **fs.task.quality(pred, y_true),
         "params": count_params(model),
         "size_mb": round(weights_size_mb(folder), 4),
         "latency_ms": round(
@@ -71,6 +69,16 @@ def _model_report(
 
 
 def _predictions_table(pred: np.ndarray, true: np.ndarray, targets: list[str]) -> pd.DataFrame:
+    if true.ndim == 1:  # classification: true and predicted class per clip, with the predicted probability
+        prob = torch.softmax(torch.from_numpy(pred), dim=1).numpy()
+        return pd.DataFrame(
+            {
+                "target": "class",
+                "label": [targets[int(c)] for c in true],
+                "predicted": [targets[int(c)] for c in pred.argmax(1)],
+                "probability": prob.max(1),
+            }
+        )
     rows = [
         {"target": t, "label": float(true[i, k]), "predicted": float(pred[i, k])}
         for k, t in enumerate(targets)
@@ -103,10 +111,11 @@ def evaluate(
     teacher, student = load_teacher(teacher_dir), load_student(student_dir)
     t_rep, t_pred = _model_report(teacher, teacher_dir, fs, test.x, y_true, cfg)
     s_rep, s_pred = _model_report(student, student_dir, fs, test.x, y_true, cfg)
+    primary = fs.task.primary
     metrics = {
         "teacher": t_rep,
         "student": s_rep,
-        "retention": s_rep["ccc_mean"] / t_rep["ccc_mean"] if t_rep["ccc_mean"] else float("nan"),
+        "retention": s_rep[primary] / t_rep[primary] if t_rep[primary] else float("nan"),
         "compression": t_rep["params"] / s_rep["params"],
         "speedup": t_rep["latency_ms"] / s_rep["latency_ms"],
     }
@@ -130,13 +139,15 @@ def _log_to_student_run(
         return
     setup(tracking.experiment)
     flat = {
-        "test/teacher_ccc_mean": metrics["teacher"]["ccc_mean"],
-        "test/student_ccc_mean": metrics["student"]["ccc_mean"],
         "test/retention": metrics["retention"],
         "test/compression": metrics["compression"],
         "test/speedup": metrics["speedup"],
     }
-    flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"]["ccc"].items()})
+    for model in ("teacher", "student"):
+        for key, value in metrics[model].items():
+            if key in QUALITY_KEYS:
+                flat[f"test/{model}_{key}"] = value
+    flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"].get("ccc", {}).items()})
     client = mlflow.MlflowClient()
     for k, v in flat.items():
         client.log_metric(run_id, k, float(v))
@@ -144,17 +155,22 @@ def _log_to_student_run(
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """A short human-readable summary of ``metrics.json``."""
+    """A short human-readable summary of ``metrics.json`` (regression or classification)."""
     t, s = metrics["teacher"], metrics["student"]
-    lines = [f"{'':10}{'CCC mean':>10}{'params':>12}{'size MB':>10}{'latency ms':>12}"]
+    key = "ccc_mean" if "ccc_mean" in s else "accuracy"
+    title = "CCC mean" if key == "ccc_mean" else "accuracy"
+    lines = [f"{'':10}{title:>10}{'params':>12}{'size MB':>10}{'latency ms':>12}"]
     for name, m in (("teacher", t), ("student", s)):
         lines.append(
-            f"{name:10}{m['ccc_mean']:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
+            f"{name:10}{m[key]:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
         )
     lines.append(
-        f"retention {metrics['retention']:.3f} of the teacher's CCC, compression "
+        f"retention {metrics['retention']:.3f} of the teacher's {title}, compression "
         f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x (CPU, batch 1)"
     )
-    targets = ", ".join(f"{k} {v:.3f}" for k, v in s["ccc"].items())
-    lines.append(f"student CCC per target: {targets}")
+    if key == "ccc_mean":
+        targets = ", ".join(f"{k} {v:.3f}" for k, v in s["ccc"].items())
+        lines.append(f"student CCC per target: {targets}")
+    else:
+        lines.append(f"student macro F1 {s['macro_f1']:.3f} (teacher {t['macro_f1']:.3f})")
     return "\n".join(lines)

@@ -9,17 +9,17 @@ import mlflow
 import pandas as pd
 import torch
 
+from audiokd.augment import BatchAugment, center_frames
 from audiokd.config import (
-    ConfigError,
+    AugmentConfig,
     DataConfig,
     RuntimeConfig,
     TeacherConfig,
     TrackingConfig,
     section_to_dict,
 )
-from audiokd.data.features import FeatureSet
+from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
-from audiokd.distill.losses import hard_mse
 from audiokd.io import atomic_dir, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
@@ -29,13 +29,16 @@ from audiokd.training import FitSettings, fit, resolve_device, seed_everything
 log = logging.getLogger(__name__)
 
 
-def check_targets(data: DataConfig, fs: FeatureSet) -> None:
-    """The features must carry the targets params.yaml names."""
-    if list(data.targets) != fs.targets:
-        raise ConfigError(
-            f"data.targets = {list(data.targets)} but the features hold {fs.targets}; "
-            "rerun preprocess (dvc repro does)"
-        )
+def make_augment(augment: AugmentConfig, fs: FeatureSet, width: int, seed: int) -> BatchAugment | None:
+    """The batch augmentation for training, or None when batches pass through unchanged."""
+    aug = BatchAugment(augment, fs.task, fs.frames, seed)
+    return aug if aug.needed(width) else None
+
+
+def save_labels(folder: Path, fs: FeatureSet) -> None:
+    """Classification: the label -> index mapping beside the model (``labels.json``)."""
+    if fs.task.kind == "classification":
+        write_json(folder / "labels.json", {"labels": fs.targets})
 
 
 def train_teacher(
@@ -43,11 +46,12 @@ def train_teacher(
     teacher: TeacherConfig,
     tracking: TrackingConfig,
     runtime: RuntimeConfig,
+    augment: AugmentConfig,
     features_dir: str | Path,
     out_dir: str | Path,
     params_file: str | Path | None = None,
 ) -> dict:
-    """Train the teacher with MSE, keep the best epoch by validation CCC, save it and its predictions.
+    """Train the teacher on the hard loss, keep the best epoch by validation quality, save it and its outputs.
 
     Writes ``out_dir``: ``config.json`` + ``model.safetensors`` (``save_pretrained``), ``predictions/``
     (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count).
@@ -58,7 +62,8 @@ def train_teacher(
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     seed_everything(runtime.seed)
-    model = build_teacher(teacher, fs.input_shape, len(fs.targets))
+    task = fs.task
+    model = build_teacher(teacher, fs.input_shape, task)
     n_params = count_params(model)
     train, val = fs.split("train"), fs.split("val")
     settings = FitSettings(
@@ -74,13 +79,14 @@ def train_teacher(
         "data": section_to_dict(data),
         "teacher": section_to_dict(teacher),
         "runtime": section_to_dict(runtime),
+        "augment": section_to_dict(augment),
     }
+    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed)
 
     def objective(
         net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        out = net(pixel_values=x).logits
-        hard = hard_mse(out, y)
+        hard = task.hard_loss(net(pixel_values=x).logits, y)
         return {"hard": hard, "total": hard}
 
     log.info(
@@ -93,28 +99,33 @@ def train_teacher(
     with stage_run("train_teacher", tracking.experiment, "teacher", params) as run:
         mlflow.log_metric("model/params", n_params)
         buf = MetricBuffer()
-        result = fit(model, objective, train, val, fs.targets, settings, buf)
-        mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
+        result = fit(model, objective, train, val, task, settings, buf, augment=aug)
+        mlflow.log_metrics({f"best/val_{task.primary}": result.best_score, "best/epoch": result.best_epoch})
         model.cpu()
         meta = {
             "run_id": run.info.run_id,
             "tracking_uri": tracking_uri(),
             "experiment": tracking.experiment,
             "best_epoch": result.best_epoch,
-            "val_ccc_mean": result.best_score,
+            "task": task.kind,
+            f"val_{task.primary}": result.best_score,
             "params": n_params,
             "input_shape": list(fs.input_shape),
             "targets": fs.targets,
         }
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
-            teacher_cache.save(
-                tmp / "predictions", {"train": predict(model, train.x), "val": predict(model, val.x)}, fs.meta
-            )
+            save_labels(tmp, fs)
+            # cached outputs: on the centre-cropped, un-augmented inputs distill sees without augmentation
+            outputs = {
+                "train": predict(model, center_frames(train.x, fs.frames)),
+                "val": predict(model, val.x),
+            }
+            teacher_cache.save(tmp / "predictions", outputs, fs.meta)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
         if params_file:
             mlflow.log_artifact(str(params_file))
-    log.info("teacher: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
+    log.info("teacher: best epoch %d, val %s %.4f", result.best_epoch, task.primary, result.best_score)
     return meta

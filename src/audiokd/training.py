@@ -15,12 +15,14 @@ import torch
 from tqdm import tqdm
 
 from audiokd.data.features import SplitData
-from audiokd.metrics import ccc_per_target
 from audiokd.models import predict
+from audiokd.tasks import Task
 from audiokd.tracking import MetricBuffer
 
 log = logging.getLogger(__name__)
 
+# (inputs, targets) of a training batch -> augmented (inputs, targets)
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # (model, inputs, labels, batch indices into the train split) -> named loss terms, "total" included.
 # The objective runs the model itself, so it can ask for hidden states or run a teacher beside it.
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -84,14 +86,13 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 
 def evaluate_split(
-    model: torch.nn.Module, data: SplitData, targets: list[str], device: torch.device
+    model: torch.nn.Module, data: SplitData, task: Task, device: torch.device
 ) -> dict[str, float]:
-    """``loss`` (MSE to the standardised labels), ``ccc_mean`` and ``ccc_<target>`` on ``data``."""
+    """``loss`` (the hard loss) and the task's quality metrics (``ccc_mean``, ``ccc_<target>`` or
+    ``accuracy``, ``macro_f1``) on ``data``."""
     pred = predict(model, data.x, device=device)
-    out = {"loss": float(torch.nn.functional.mse_loss(pred, data.y))}
-    per = ccc_per_target(pred.numpy(), data.y.numpy(), targets)
-    out["ccc_mean"] = float(np.mean(list(per.values())))
-    out.update({f"ccc_{k}": v for k, v in per.items()})
+    out = {"loss": float(task.hard_loss(pred, data.y))}
+    out.update(task.flat_quality(pred.numpy(), data.y.numpy()))
     return out
 
 
@@ -100,17 +101,19 @@ def fit(
     objective: Objective,
     train: SplitData,
     val: SplitData,
-    targets: list[str],
+    task: Task,
     s: FitSettings,
     metrics: MetricBuffer | None = None,
     extra_modules: tuple[torch.nn.Module, ...] = (),
+    augment: Augment | None = None,
 ) -> FitResult:
-    """Train ``model`` with AdamW; keep the epoch with the best validation CCC.
+    """Train ``model`` with AdamW; keep the epoch with the best validation quality (``task.primary``).
 
     ``extra_modules`` train beside the model (e.g. feature-distillation projections) but are not part of it.
+    ``augment`` transforms each training batch ``(x, y)`` before the objective sees it.
 
-    Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss``,
-    ``val/ccc_mean`` and ``val/ccc_<target>``. A tqdm bar per epoch shows ``loss``, ``hard`` and ``soft``.
+    Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss`` and the task's
+    metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term.
     """
     gen = torch.Generator().manual_seed(s.seed)
     model.to(s.device)
@@ -141,6 +144,8 @@ def fit(
                 else perm[b * s.batch_size :]
             )
             x, y = train.x[idx].to(s.device), train.y[idx].to(s.device)
+            if augment is not None:
+                x, y = augment(x, y)
             terms = objective(model, x, y, idx)
             values = {k: float(v.detach()) for k, v in terms.items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
@@ -163,11 +168,11 @@ def fit(
             bar.set_postfix(
                 {
                     "loss": f"{values['total']:.4f}",
-                    **{k: f"{values[k]:.4f}" for k in ("hard", "soft") if k in values},
+                    **{k: f"{v:.4f}" for k, v in values.items() if k != "total"},
                 }
             )
         bar.close()
-        val_metrics = evaluate_split(model, val, targets, s.device)
+        val_metrics = evaluate_split(model, val, task, s.device)
         row = {
             "epoch": epoch,
             **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
@@ -177,18 +182,19 @@ def fit(
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
             metrics.flush()
-        improved = val_metrics["ccc_mean"] > best.best_score
+        improved = val_metrics[task.primary] > best.best_score
         if improved:
-            best.best_epoch, best.best_score = epoch, val_metrics["ccc_mean"]
+            best.best_epoch, best.best_score = epoch, val_metrics[task.primary]
             best_state = copy.deepcopy(model.state_dict())
         log.info(
-            "%s epoch %d/%d: loss %.4f  val loss %.4f  val ccc %.4f%s",
+            "%s epoch %d/%d: loss %.4f  val loss %.4f  val %s %.4f%s",
             s.desc,
             epoch,
             s.epochs,
             sums["total"] / steps_per_epoch,
             val_metrics["loss"],
-            val_metrics["ccc_mean"],
+            task.primary,
+            val_metrics[task.primary],
             "  (best)" if improved else "",
         )
     if best_state is not None:

@@ -139,3 +139,18 @@ def test_gradient_reaches_the_student_only():
     KDLoss(alpha=0.5, temperature=1.0)(s, Y, t.detach())["total"].backward()
     assert s.grad is not None and torch.count_nonzero(s.grad) > 0
     assert t.grad is None
+
+
+def test_classification_soft_kl_is_hintons_and_ccc_is_refused():
+    from audiokd.tasks import Task
+
+    task = Task("classification", ("a", "b"))
+    s = torch.tensor([[0.0, 0.0]])
+    t = torch.tensor([[math.log(3.0), 0.0]])
+    kd = KDLoss(alpha=0.0, temperature=1.0, soft_loss="kl", task=task)
+    expected = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert float(kd(s, torch.tensor([0]), t)["soft"]) == pytest.approx(expected, abs=1e-6)
+    hard = KDLoss(alpha=1.0, temperature=1.0, task=task)(s, torch.tensor([0]))["hard"]
+    assert float(hard) == pytest.approx(math.log(2))  # cross-entropy, not MSE
+    with pytest.raises(ValueError, match="ccc fits regression only"):
+        KDLoss(alpha=0.5, temperature=1.0, soft_loss="ccc", task=task)

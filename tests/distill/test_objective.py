@@ -7,8 +7,10 @@ from transformers import ViTConfig, ViTForImageClassification
 from audiokd.config import DistillConfig, StudentConfig
 from audiokd.distill.objective import build_objective
 from audiokd.models.student import build_student
+from audiokd.tasks import Task
 
 SHAPE = (1, 32, 64)
+TASK = Task("regression", ("a", "b"))
 TINY_STUDENT = StudentConfig(hidden_sizes=(16, 16, 16), neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16), num_heads=2)
 
 
@@ -40,7 +42,7 @@ def _record_calls(model):
 
 
 def test_response_kd_uses_the_cache_and_asks_nobody_for_hidden_states(tmp_path):
-    student = build_student(TINY_STUDENT, SHAPE, 2)
+    student = build_student(TINY_STUDENT, SHAPE, TASK)
     calls = _record_calls(student)
     cached = torch.randn(10, 2)
     plan = build_objective(
@@ -59,7 +61,7 @@ def test_response_kd_uses_the_cache_and_asks_nobody_for_hidden_states(tmp_path):
 
 
 def test_feature_and_attention_terms_run_the_teacher_once_per_step(teacher_dir):
-    student = build_student(TINY_STUDENT, SHAPE, 2)
+    student = build_student(TINY_STUDENT, SHAPE, TASK)
     cfg = DistillConfig(alpha=0.5, beta=0.4, gamma=0.3, teacher_layers=3)
     plan = build_objective(cfg, student, teacher_dir, None, torch.randn(2, *SHAPE), torch.device("cpu"))
     assert plan.live_teacher and plan.terms == ["hard", "soft", "feature", "attention"]
@@ -81,7 +83,7 @@ def test_feature_and_attention_terms_run_the_teacher_once_per_step(teacher_dir):
 
 
 def test_projection_is_not_part_of_the_exported_student(teacher_dir, tmp_path):
-    student = build_student(TINY_STUDENT, SHAPE, 2)
+    student = build_student(TINY_STUDENT, SHAPE, TASK)
     before = set(student.state_dict())
     build_objective(
         DistillConfig(beta=1.0), student, teacher_dir, None, torch.randn(2, *SHAPE), torch.device("cpu")

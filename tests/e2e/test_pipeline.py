@@ -16,7 +16,7 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["prepare", "preprocess", "train_teacher", "distill", "evaluate"]
+STAGES = ["synthesize", "prepare", "preprocess", "train_teacher", "distill", "evaluate"]
 
 
 def _env(repo: Path) -> dict[str, str]:
@@ -186,3 +186,62 @@ def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
     for name in ("train/feature_loss", "train/attention_loss", "train/soft_loss"):
         history = client.get_metric_history(run.info.run_id, name)
         assert len(history) == 6 and all(m.value > 0 for m in history), name
+
+
+def test_augmentation_runs_the_teacher_live(pipeline):
+    import mlflow
+
+    repo, _ = pipeline
+    dvc = str(Path(sys.executable).parent / "dvc")
+    proc = _run([dvc, "exp", "run", "-S", "augment.freq_mask=4", "-S", "augment.mixup_alpha=0.4"], repo)
+    assert _ran(proc.stdout) == ["train_teacher", "distill", "evaluate"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("audiokd-e2e")
+    runs = client.search_runs(
+        [exp.experiment_id], "params.`augment.mixup_alpha` = '0.4' and tags.stage = 'distill'"
+    )
+    assert len(runs) == 1 and runs[0].data.tags["kd.teacher"] == "live"
+
+
+def test_classification_manifest_outside_the_repo(pipeline, tmp_path):
+    """A user's own CSV (absolute audio paths, string labels) through `dvc exp run -S data.manifest=...`."""
+    import pandas as pd
+
+    repo, _ = pipeline
+    embedded = pd.read_csv(repo / "data" / "embedded" / "manifest.csv")
+    data_dir = tmp_path / "my-data"
+    data_dir.mkdir()
+    for p in embedded["path"]:
+        (data_dir / Path(p).name).write_bytes((repo / "data" / "embedded" / p).read_bytes())
+    manifest = pd.DataFrame(
+        {
+            "path": [Path(p).name for p in embedded["path"]],
+            "mood": ["excited" if a > 0 else "calm" for a in embedded["arousal"]],
+        }
+    )
+    manifest.to_csv(data_dir / "labels.csv", index=False)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    args = [
+        "-S",
+        f"data.manifest={data_dir / 'labels.csv'}",
+        "-S",
+        "data.task=classification",
+        "-S",
+        "data.label_column=mood",
+    ]
+    proc = _run([dvc, "exp", "run", *args], repo)
+    assert _ran(proc.stdout) == ["prepare", "preprocess", "train_teacher", "distill", "evaluate"]
+    m = json.loads((repo / "reports" / "metrics.json").read_text())
+    for model in ("teacher", "student"):
+        assert set(m[model]) == {"accuracy", "macro_f1", "params", "size_mb", "latency_ms"}
+        assert 0 <= m[model]["accuracy"] <= 1
+    assert m["retention"] == pytest.approx(m["student"]["accuracy"] / m["teacher"]["accuracy"])
+    assert json.loads((repo / "models" / "student" / "labels.json").read_text()) == {
+        "labels": ["calm", "excited"]
+    }
+    config = json.loads((repo / "models" / "student" / "config.json").read_text())
+    assert config["id2label"] == {"0": "calm", "1": "excited"}
+    # new audio in the manifest's folder reruns prepare
+    (data_dir / "extra.wav").write_bytes((data_dir / Path(embedded["path"][0]).name).read_bytes())
+    status = _run([dvc, "status", "prepare"], repo)
+    assert "modified" in status.stdout and "labels.csv/.." in status.stdout

@@ -2,11 +2,14 @@
 
 Layout of the features folder (memory-mappable ``.npy``, one array per split, not a file per clip)::
 
-    features/meta.json            shape, targets, clip counts, audio settings
+    features/meta.json            task, shape, targets or classes, clip counts, audio settings
     features/stats.json           per-mel-bin mean/std and per-target mean/std, from the train split only
     features/<split>/x.npy        float32 (N, 1, n_mels, frames), normalised
-    features/<split>/y.npy        float32 (N, n_targets), raw target values
-    features/<split>/clips.csv    path and targets per row, in array order
+    features/<split>/y.npy        float32 (N, n_targets) raw targets, or int64 (N,) class indices
+    features/<split>/clips.csv    path and targets (or label) per row, in array order
+
+With ``audio.random_crop`` the train split keeps ``audio.crop_pool_s`` seconds per clip (more frames) and
+training crops a random window of the model's width from it each time; val and test stay centre-cropped.
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ import torch
 import torchaudio
 from tqdm import tqdm
 
-from audiokd.config import AudioConfig, DataConfig
+from audiokd.config import AudioConfig, ConfigError, DataConfig
 from audiokd.data.audio import fix_length, load_audio
 from audiokd.data.manifest import SPLITS, load_prepared
 from audiokd.io import atomic_dir, read_json, write_json
+from audiokd.tasks import Task
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +66,22 @@ def num_samples(cfg: AudioConfig) -> int:
     return int(round(cfg.duration_s * cfg.sample_rate))
 
 
-def _load_fixed(path: str, cfg: AudioConfig) -> torch.Tensor:
-    return fix_length(load_audio(path, cfg.sample_rate), num_samples(cfg), "center")
-
-
-def compute_features(paths: list[str], cfg: AudioConfig, batch_size: int = 64, desc: str = "") -> np.ndarray:
-    """Decode ``paths`` (two threads) and compute un-normalised log-mels, (N, 1, n_mels, frames)."""
+def compute_features(
+    paths: list[str], cfg: AudioConfig, batch_size: int = 64, desc: str = "", seconds: float | None = None
+) -> np.ndarray:
+    """Decode ``paths`` (two threads), centre-crop/pad to ``seconds`` (default ``audio.duration_s``), and
+    compute un-normalised log-mels, (N, 1, n_mels, frames)."""
     frontend = LogMelFrontend(cfg)
+    n = int(round((seconds or cfg.duration_s) * cfg.sample_rate))
     out: list[np.ndarray] = []
+
+    def load(path: str) -> torch.Tensor:
+        return fix_length(load_audio(path, cfg.sample_rate), n, "center")
+
     with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(paths), desc=desc, unit="clip") as bar:
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            waves = list(pool.map(lambda p: _load_fixed(p, cfg), chunk))
+            waves = list(pool.map(load, chunk))
             with torch.no_grad():
                 out.append(frontend(torch.stack(waves)).numpy())
             bar.update(len(chunk))
@@ -84,33 +92,36 @@ def preprocess(
     data_cfg: DataConfig, audio_cfg: AudioConfig, prepared_dir: str | Path, out_dir: str | Path
 ) -> dict:
     """Preprocess stage: log-mels per split, normalised with statistics of the train split only."""
-    df = load_prepared(prepared_dir)
-    targets = list(data_cfg.targets)
-    missing = [t for t in targets if t not in df.columns]
-    if missing:
-        from audiokd.config import ConfigError
-
-        raise ConfigError(f"data.targets: {missing} not in {Path(prepared_dir) / 'manifest.csv'}")
-    feats = {
-        s: compute_features(df.loc[df.split == s, "path"].tolist(), audio_cfg, desc=f"preprocess {s}")
-        for s in SPLITS
-    }
+    df, summary = load_prepared(prepared_dir)
+    regression = data_cfg.task == "regression"
+    cols = list(data_cfg.targets) if regression else [data_cfg.label_column]
+    missing = [t for t in cols if t not in df.columns]
+    if missing or summary.get("task") != data_cfg.task:
+        raise ConfigError(
+            f"data: {Path(prepared_dir) / 'manifest.csv'} was prepared for another task or "
+            f"targets ({summary.get('task')}, {summary.get('targets')}); rerun prepare"
+        )
+    frames = num_samples(audio_cfg) // audio_cfg.hop_length
+    feats = {}
+    for s in SPLITS:
+        paths = df.loc[df.split == s, "path"].tolist()
+        pool_s = audio_cfg.crop_pool_s if audio_cfg.random_crop and s == "train" else None
+        feats[s] = compute_features(paths, audio_cfg, desc=f"preprocess {s}", seconds=pool_s)
     train = feats["train"]
     mel_mean = train.mean(axis=(0, 1, 3))
     mel_std = train.std(axis=(0, 1, 3)) + 1e-5
-    y_train = df.loc[df.split == "train", targets].to_numpy(np.float64)
-    stats = {
-        "mel_mean": mel_mean.tolist(),
-        "mel_std": mel_std.tolist(),
-        "target_mean": y_train.mean(0).tolist(),
-        "target_std": (y_train.std(0) + 1e-8).tolist(),
-    }
-    shape = list(train.shape[1:])
+    stats: dict = {"mel_mean": mel_mean.tolist(), "mel_std": mel_std.tolist()}
+    classes = summary.get("classes", [])
+    if regression:
+        y_train = df.loc[df.split == "train", cols].to_numpy(np.float64)
+        stats.update(target_mean=y_train.mean(0).tolist(), target_std=(y_train.std(0) + 1e-8).tolist())
     meta = {
         "task": data_cfg.task,
-        "targets": targets,
-        "shape": shape,
+        "targets": cols if regression else [],
+        "classes": classes,
+        "shape": [1, audio_cfg.n_mels, frames],
         "counts": {s: int(len(feats[s])) for s in SPLITS},
+        "random_crop": bool(audio_cfg.random_crop),
         "audio": {
             "sample_rate": audio_cfg.sample_rate,
             "duration_s": audio_cfg.duration_s,
@@ -124,12 +135,16 @@ def preprocess(
             (tmp / s).mkdir()
             x = (feats[s] - mel_mean[None, None, :, None]) / mel_std[None, None, :, None]
             np.save(tmp / s / "x.npy", x.astype(np.float32))
-            part = df.loc[df.split == s, ["path", *targets]]
-            np.save(tmp / s / "y.npy", part[targets].to_numpy(np.float32))
+            part = df.loc[df.split == s, ["path", *cols]]
+            if regression:
+                y = part[cols].to_numpy(np.float32)
+            else:
+                y = part[cols[0]].map({c: i for i, c in enumerate(classes)}).to_numpy(np.int64)
+            np.save(tmp / s / "y.npy", y)
             part.to_csv(tmp / s / "clips.csv", index=False)
         write_json(tmp / "stats.json", stats)
         write_json(tmp / "meta.json", meta)
-    log.info("features %s per clip: %s", shape, meta["counts"])
+    log.info("features %s per clip: %s", meta["shape"], meta["counts"])
     return meta
 
 
@@ -160,8 +175,13 @@ class FeatureSet:
 
     @property
     def targets(self) -> list[str]:
-        """Target names."""
-        return list(self.meta["targets"])
+        """Target names (regression) or class names (classification)."""
+        return list(self.meta["targets"] or self.meta.get("classes", []))
+
+    @property
+    def task(self) -> Task:
+        """The run's task: regression over targets or classification over classes."""
+        return Task(self.meta.get("task", "regression"), tuple(self.targets))
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -170,26 +190,46 @@ class FeatureSet:
         return int(c), int(h), int(w)
 
     def split(self, name: str) -> SplitData:
-        """Load split ``name`` (memory-mapped, then copied into one tensor), targets normalised."""
+        """Load split ``name`` (memory-mapped, then copied into one tensor); regression targets normalised."""
         x = np.load(self.root / name / "x.npy", mmap_mode="r")
         y = np.load(self.root / name / "y.npy")
-        return SplitData(torch.from_numpy(np.array(x)), torch.from_numpy(self.normalise_targets(y)))
+        if self.task.kind == "regression":
+            y = self.normalise_targets(y)
+        return SplitData(torch.from_numpy(np.array(x)), torch.from_numpy(y))
+
+    @property
+    def frames(self) -> int:
+        """The model's input width in frames (train clips may hold more when random_crop is on)."""
+        return int(self.meta["shape"][2])
 
     def raw_targets(self, name: str) -> np.ndarray:
         """Un-normalised targets of split ``name``."""
         return np.load(self.root / name / "y.npy")
 
     def normalise_targets(self, y: np.ndarray) -> np.ndarray:
-        """Standardise targets with the train-split statistics."""
+        """Standardise regression targets with the train-split statistics (classes pass through)."""
+        if self.task.kind != "regression":
+            return y
         mean = np.asarray(self.stats["target_mean"], np.float32)
         std = np.asarray(self.stats["target_std"], np.float32)
         return ((y - mean) / std).astype(np.float32)
 
     def denormalise_targets(self, y: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`normalise_targets`."""
+        """Inverse of :meth:`normalise_targets` (model outputs pass through for classification)."""
+        if self.task.kind != "regression":
+            return y
         mean = np.asarray(self.stats["target_mean"], np.float32)
         std = np.asarray(self.stats["target_std"], np.float32)
         return y * std + mean
+
+
+def check_targets(data: DataConfig, fs: FeatureSet) -> None:
+    """The features must carry the task and targets params.yaml names."""
+    if data.task != fs.task.kind or (data.task == "regression" and list(data.targets) != fs.targets):
+        raise ConfigError(
+            f"data.task/targets = {data.task}/{list(data.targets)} but the features hold "
+            f"{fs.task.kind}/{fs.targets}; rerun preprocess (dvc repro does)"
+        )
 
 
 def clips_table(features_dir: str | Path, split: str) -> pd.DataFrame:

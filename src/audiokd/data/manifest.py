@@ -1,27 +1,32 @@
-"""Manifests: read and validate a user's CSV (or synthesise the embedded set), assign splits.
+"""Manifests: read a CSV of clips, validate every row before any work, assign splits.
 
 A manifest has one row per clip: ``path`` (relative to the manifest's folder, or absolute), the target
-columns, optional ``split`` (train/val/test) and optional ``group`` (no group spans two splits).
-The prepared manifest written by :func:`prepare` always has a ``split`` column and absolute or
-prepared-folder-relative paths.
+columns (``data.targets``, regression) or the label column (``data.label_column``, classification),
+optional ``split`` (train/val/test) and optional ``group`` (e.g. speaker; no group spans two splits).
+
+Every problem is collected and reported together, one line each naming the file and row. With
+``data.on_bad_clip: skip`` bad rows are dropped instead and listed with reasons in ``rejected.csv``.
+The prepared folder is replaced atomically: on any error the previous one is left intact.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from audiokd.config import DataConfig, SplitConfig
-from audiokd.data import synthetic
-from audiokd.io import atomic_dir, write_json
+from audiokd.io import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-MIN_CLIPS_PER_SPLIT = 2
+SILENCE_PEAK = 1e-4  # -80 dBFS: a clip whose peak stays below this carries no signal
 
 
 class ManifestError(ValueError):
@@ -31,15 +36,15 @@ class ManifestError(ValueError):
 def assign_splits(n: int, fractions: SplitConfig, seed: int, groups: pd.Series | None = None) -> np.ndarray:
     """Split ``n`` rows into train/val/test by ``fractions``, deterministic in ``seed``.
 
-    With ``groups``, whole groups are assigned (largest-remainder on group sizes), so no group spans two
-    splits.
+    With ``groups``, whole groups are assigned (each to the split furthest below its share), so no group
+    spans two splits.
     """
     rng = np.random.default_rng(seed)
+    out = np.empty(n, dtype=object)
     if groups is None:
         order = rng.permutation(n)
         n_train = int(round(fractions.train * n))
         n_val = int(round(fractions.val * n))
-        out = np.empty(n, dtype=object)
         out[order[:n_train]] = "train"
         out[order[n_train : n_train + n_val]] = "val"
         out[order[n_train + n_val :]] = "test"
@@ -47,99 +52,197 @@ def assign_splits(n: int, fractions: SplitConfig, seed: int, groups: pd.Series |
     keys = groups.astype(str).to_numpy()
     uniq = np.array(sorted(set(keys)))
     uniq = uniq[rng.permutation(len(uniq))]
-    sizes = {g: int((keys == g).sum()) for g in uniq}
-    split_of: dict[str, str] = {}
-    filled = {s: 0 for s in SPLITS}
+    filled = dict.fromkeys(SPLITS, 0)
     want = {"train": fractions.train * n, "val": fractions.val * n, "test": fractions.test * n}
+    split_of: dict[str, str] = {}
     for g in uniq:
-        # the split furthest below its share takes the next group
         s = max(SPLITS, key=lambda s: (want[s] - filled[s]) / max(want[s], 1e-9))
         split_of[g] = s
-        filled[s] += sizes[g]
+        filled[s] += int((keys == g).sum())
     return np.array([split_of[k] for k in keys], dtype=object)
 
 
-def read_manifest(cfg: DataConfig) -> pd.DataFrame:
-    """Read ``cfg.manifest`` and validate it; paths are resolved to absolute paths.
-
-    Raises :class:`ManifestError` listing every problem found (file, row, what is wrong).
-    """
-    mpath = Path(cfg.manifest)
-    if not mpath.is_file():
-        raise ManifestError(f"{mpath}: manifest not found")
+def check_audio(path: str) -> str | None:
+    """Why ``path`` is not a usable clip (missing, unreadable, empty, silent), or None when it is."""
+    p = Path(path)
+    if not p.is_file():
+        return "audio file not found"
     try:
-        df = pd.read_csv(mpath)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        data, _sr = sf.read(str(p), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        return f"unreadable or corrupt audio ({str(e).strip() or type(e).__name__})"
+    if data.shape[0] == 0:
+        return "zero-length clip (no samples)"
+    if not np.isfinite(data).all():
+        return "audio holds NaN or infinite samples"
+    peak = float(np.abs(data).max())
+    if peak < SILENCE_PEAK:
+        return f"all-silent clip (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)"
+    return None
+
+
+def _read_csv(mpath: Path, cfg: DataConfig) -> pd.DataFrame:
+    if not mpath.is_file():
+        raise ManifestError(f"{mpath}: manifest not found (data.manifest)")
+    try:
+        df = pd.read_csv(mpath, dtype={"path": str})
+    except pd.errors.EmptyDataError:
+        raise ManifestError(f"{mpath}: the manifest is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ManifestError(f"{mpath}: not a readable CSV ({e})") from None
-    needed = ["path", *cfg.targets]
-    missing = [c for c in needed if c not in df.columns]
+    wanted = list(cfg.targets) if cfg.task == "regression" else [cfg.label_column]
+    missing = [c for c in ["path", *wanted] if c not in df.columns]
     if missing:
-        raise ManifestError(f"{mpath}: missing column(s) {', '.join(missing)}; has {', '.join(df.columns)}")
+        key = "data.targets" if cfg.task == "regression" else "data.label_column"
+        raise ManifestError(
+            f"{mpath}: missing column(s) {', '.join(missing)} (see {key}); "
+            f"the manifest has {', '.join(map(str, df.columns))}"
+        )
     if df.empty:
         raise ManifestError(f"{mpath}: the manifest has no rows")
-    problems: list[str] = []
-    root = mpath.resolve().parent
-    resolved = []
-    for i, p in enumerate(df["path"].astype(str)):
-        full = Path(p) if Path(p).is_absolute() else root / p
-        resolved.append(str(full))
-        row = f"{mpath} row {i + 2}"  # +2: header line, 1-based
-        if not full.is_file():
-            problems.append(f"{row}: audio file not found: {p}")
-        for t in cfg.targets:
-            v = pd.to_numeric(pd.Series([df[t].iloc[i]]), errors="coerce").iloc[0]
-            if pd.isna(v) or not np.isfinite(v):
-                problems.append(f"{row}: target {t!r} is missing or not a finite number: {df[t].iloc[i]!r}")
-        if "split" in df.columns and df["split"].iloc[i] not in SPLITS:
-            problems.append(f"{row}: unknown split {df['split'].iloc[i]!r}; use train, val or test")
-    dup = df["path"][df["path"].duplicated()].tolist()
-    if dup:
-        problems.append(f"{mpath}: duplicate path(s): {', '.join(map(str, dup[:5]))}")
-    if problems:
-        raise ManifestError("\n".join(problems))
-    df = df.copy()
-    df["path"] = resolved
-    for t in cfg.targets:
-        df[t] = pd.to_numeric(df[t]).astype(float)
     return df
+
+
+def _row_problems(df: pd.DataFrame, cfg: DataConfig, resolved: list[str]) -> dict[int, list[str]]:
+    problems: dict[int, list[str]] = {i: [] for i in range(len(df))}
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        audio = list(pool.map(check_audio, resolved))
+    seen: dict[str, int] = {}
+    for i, raw in enumerate(df["path"]):
+        if pd.isna(raw) or not str(raw).strip():
+            problems[i].append("empty path")
+            continue
+        if resolved[i] in seen:
+            problems[i].append(f"duplicate path (first on row {seen[resolved[i]] + 2})")
+        seen.setdefault(resolved[i], i)
+        if audio[i]:
+            problems[i].append(audio[i])
+    if cfg.task == "regression":
+        for t in cfg.targets:
+            values = pd.to_numeric(df[t], errors="coerce")
+            for i in np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float))):
+                problems[i].append(f"target {t!r} is missing or not a finite number: {df[t].iloc[i]!r}")
+    else:
+        labels = df[cfg.label_column]
+        for i in np.flatnonzero(labels.isna().to_numpy()):
+            problems[i].append(f"label {cfg.label_column!r} is missing")
+        if cfg.labels:
+            for i, v in enumerate(labels):
+                if not pd.isna(v) and str(v) not in cfg.labels:
+                    problems[i].append(f"unknown label {v!r}; data.labels allows {', '.join(cfg.labels)}")
+    if "split" in df.columns:
+        for i, v in enumerate(df["split"]):
+            if v not in SPLITS:
+                problems[i].append(f"unknown split {v!r}; use train, val or test")
+    return {i: p for i, p in problems.items() if p}
+
+
+def _portable(path: Path) -> str:
+    """A path relative to the working directory when under it (portable across clones), else absolute."""
+    try:
+        return os.path.relpath(path, Path.cwd()) if path.is_relative_to(Path.cwd()) else str(path)
+    except ValueError:
+        return str(path)
+
+
+def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read and validate ``cfg.manifest``: (usable rows with resolved paths, rejected rows with reasons).
+
+    With ``on_bad_clip: error`` any problem raises :class:`ManifestError` listing all of them.
+    """
+    mpath = Path(cfg.manifest)
+    df = _read_csv(mpath, cfg)
+    root = mpath.resolve().parent
+    resolved = [
+        str(Path(p) if Path(str(p)).is_absolute() else (root / str(p)).resolve()) if not pd.isna(p) else ""
+        for p in df["path"]
+    ]
+    problems = _row_problems(df, cfg, resolved)
+    lines = [
+        f"{mpath} row {i + 2}: {df['path'].iloc[i]}: {msg}" for i, msgs in problems.items() for msg in msgs
+    ]
+    if lines and cfg.on_bad_clip == "error":
+        raise ManifestError("\n".join(lines))
+    rejected = pd.DataFrame(
+        {
+            "row": [i + 2 for i in problems],
+            "path": [df["path"].iloc[i] for i in problems],
+            "reason": ["; ".join(m) for m in problems.values()],
+        }
+    )
+    good = df.drop(index=list(problems)).copy()
+    good["path"] = [_portable(Path(resolved[i])) for i in good.index]
+    if cfg.task == "regression":
+        for t in cfg.targets:
+            good[t] = pd.to_numeric(good[t]).astype(float)
+    else:
+        good[cfg.label_column] = good[cfg.label_column].astype(str)
+    return good.reset_index(drop=True), rejected
+
+
+def _unseen_labels(df: pd.DataFrame, cfg: DataConfig) -> tuple[list[str], pd.Series]:
+    """Classes (``data.labels`` or the train split's labels, sorted) and a mask of rows outside them."""
+    labels = df[cfg.label_column]
+    classes = list(cfg.labels) or sorted(set(labels[df["split"] == "train"]))
+    return classes, ~labels.isin(classes)
 
 
 def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
-    """Prepare stage: write ``out_dir/manifest.csv`` (with ``split``) and, for the embedded set, the clips.
-
-    The output folder is replaced atomically: on any error the previous one is left intact.
-    """
+    """Prepare stage: validate, split, write ``manifest.csv``, ``rejected.csv`` and ``summary.json``."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
-        if cfg.manifest:
-            df = read_manifest(cfg)
-            source = str(Path(cfg.manifest).resolve())
-        else:
-            df = synthetic.generate(cfg, tmp)
-            source = "embedded synthetic set"
-        if "split" not in df.columns:
-            groups = df["group"] if "group" in df.columns else None
-            df["split"] = assign_splits(len(df), cfg.split, cfg.seed, groups)
-        counts = {s: int((df["split"] == s).sum()) for s in SPLITS}
-        short = [f"{s} has {c}" for s, c in counts.items() if c < MIN_CLIPS_PER_SPLIT]
-        if short:
-            raise ManifestError(
-                f"{cfg.manifest or 'data'}: too few clips per split ({'; '.join(short)}; "
-                f"need at least {MIN_CLIPS_PER_SPLIT})"
+    df, rejected = read_manifest(cfg)
+    if "split" not in df.columns:
+        groups = df["group"] if "group" in df.columns else None
+        df["split"] = assign_splits(len(df), cfg.split, cfg.seed, groups)
+    classes: list[str] = []
+    if cfg.task == "classification":
+        classes, unseen = _unseen_labels(df, cfg)
+        if unseen.any():
+            bad = df[unseen]
+            msgs = [
+                f"{p}: unknown label {v!r} (not in the train split)"
+                for p, v in zip(bad["path"], bad[cfg.label_column], strict=True)
+            ]
+            if cfg.on_bad_clip == "error":
+                raise ManifestError("\n".join(f"{cfg.manifest}: {m}" for m in msgs))
+            extra = pd.DataFrame(
+                {"row": -1, "path": bad["path"], "reason": "unknown label (not in the train split)"}
             )
-        cols = ["path", *cfg.targets, "split"] + (["group"] if "group" in df.columns else [])
+            rejected = pd.concat([rejected, extra], ignore_index=True)
+            df = df[~unseen].reset_index(drop=True)
+    counts = {s: int((df["split"] == s).sum()) for s in SPLITS}
+    short = [f"{s} has {c}" for s, c in counts.items() if c < cfg.min_clips_per_split]
+    if short:
+        raise ManifestError(
+            f"{cfg.manifest}: a split is left with too few clips ({'; '.join(short)}; "
+            f"need at least {cfg.min_clips_per_split}, data.min_clips_per_split)"
+        )
+    if len(rejected):
+        log.warning("skipped %d bad clip(s); reasons in %s", len(rejected), out_dir / "rejected.csv")
+    target_cols = list(cfg.targets) if cfg.task == "regression" else [cfg.label_column]
+    cols = ["path", *target_cols, "split"] + (["group"] if "group" in df.columns else [])
+    with atomic_dir(out_dir) as tmp:
         df[cols].to_csv(tmp / "manifest.csv", index=False)
+        rejected.to_csv(tmp / "rejected.csv", index=False)
         write_json(
             tmp / "summary.json",
-            {"source": source, "clips": len(df), "splits": counts, "targets": list(cfg.targets)},
+            {
+                "source": str(Path(cfg.manifest)),
+                "task": cfg.task,
+                "clips": len(df),
+                "rejected": len(rejected),
+                "splits": counts,
+                "targets": target_cols,
+                "classes": classes,
+            },
         )
-    log.info("prepared %d clips from %s: %s", len(df), source, counts)
+    log.info("prepared %d clips from %s: %s", len(df), cfg.manifest, counts)
     return df
 
 
-def load_prepared(prepared_dir: str | Path) -> pd.DataFrame:
-    """Read a prepared manifest, with paths made absolute."""
+def load_prepared(prepared_dir: str | Path) -> tuple[pd.DataFrame, dict]:
+    """A prepared manifest (paths made absolute) and its summary."""
     prepared_dir = Path(prepared_dir)
-    df = pd.read_csv(prepared_dir / "manifest.csv")
-    df["path"] = [p if Path(p).is_absolute() else str((prepared_dir / p).resolve()) for p in df["path"]]
-    return df
+    df = pd.read_csv(prepared_dir / "manifest.csv", dtype={"path": str})
+    df["path"] = [str(Path(p).resolve()) for p in df["path"]]
+    return df, read_json(prepared_dir / "summary.json")

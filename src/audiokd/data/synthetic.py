@@ -8,7 +8,7 @@ as in music-emotion research (arousal ~ tempo, loudness, attack; valence ~ pitch
 
 Nuisance factors that do not depend on the targets (recording gain, timbre, transposition, background
 noise, clip length, stereo or mono) keep the task from being trivial. Everything is drawn from one
-``numpy`` generator seeded by ``data.seed``, so the set is identical on every machine.
+``numpy`` generator seeded by ``synthetic.seed``, so the set is identical on every machine.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from audiokd.config import DataConfig
+from audiokd.config import SyntheticConfig
+from audiokd.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -86,34 +87,30 @@ def synth_clip(
     return out.astype(np.float32)
 
 
-def generate(cfg: DataConfig, out_dir: Path) -> pd.DataFrame:
-    """Write the synthetic clips under ``out_dir/audio`` and return their manifest rows.
+def generate(cfg: SyntheticConfig, out_dir: str | Path) -> pd.DataFrame:
+    """Synthesize stage: write the clips under ``out_dir/audio`` and ``out_dir/manifest.csv``.
 
-    Returns a frame with ``path`` (relative to ``out_dir``), one column per target. Deterministic in
-    ``cfg.seed``.
+    The manifest has ``path`` (relative to ``out_dir``) and the targets ``arousal`` and ``valence``; it has
+    no split column, so the prepare stage splits it like any user manifest. Deterministic in ``cfg.seed``;
+    the folder is replaced atomically.
     """
-    unknown = [t for t in cfg.targets if t not in TARGETS]
-    if unknown:
-        from audiokd.config import ConfigError
-
-        raise ConfigError(
-            f"data.targets: {unknown} not in the embedded synthetic set, which provides "
-            f"{', '.join(TARGETS)}; set data.manifest to use your own data"
-        )
-    syn = cfg.synthetic
     rng = np.random.default_rng(cfg.seed)
-    audio_dir = out_dir / "audio"
-    audio_dir.mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in range(syn.clips):
-        arousal, valence = rng.uniform(-1, 1, size=2)
-        duration = rng.uniform(syn.min_duration_s, syn.max_duration_s)
-        wave = synth_clip(rng, arousal, valence, syn.sample_rate, duration, syn.noise)
-        if i % 5 == 0:  # some stereo clips, to exercise the mix-down
-            pan = rng.uniform(0.6, 1.0)
-            wave = np.stack([wave * pan, wave * (1.6 - pan)], axis=1)
-        rel = f"audio/clip_{i:05d}.wav"
-        sf.write(out_dir / rel, wave, syn.sample_rate, subtype="PCM_16")
-        rows.append({"path": rel, "arousal": round(float(arousal), 4), "valence": round(float(valence), 4)})
-    log.info("synthesised %d clips at %d Hz in %s", syn.clips, syn.sample_rate, audio_dir)
-    return pd.DataFrame(rows)[["path", *cfg.targets]]
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "audio").mkdir()
+        for i in range(cfg.clips):
+            arousal, valence = rng.uniform(-1, 1, size=2)
+            duration = rng.uniform(cfg.min_duration_s, cfg.max_duration_s)
+            wave = synth_clip(rng, arousal, valence, cfg.sample_rate, duration, cfg.noise)
+            if i % 5 == 0:  # some stereo clips, to exercise the mix-down
+                pan = rng.uniform(0.6, 1.0)
+                wave = np.stack([wave * pan, wave * (1.6 - pan)], axis=1)
+            rel = f"audio/clip_{i:05d}.wav"
+            sf.write(tmp / rel, wave, cfg.sample_rate, subtype="PCM_16")
+            rows.append(
+                {"path": rel, "arousal": round(float(arousal), 4), "valence": round(float(valence), 4)}
+            )
+        df = pd.DataFrame(rows)
+        df.to_csv(tmp / "manifest.csv", index=False)
+    log.info("synthesised %d clips at %d Hz in %s", cfg.clips, cfg.sample_rate, out_dir)
+    return df

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import adaptive_avg_pool2d, layer_norm, mse_loss, normalize
 
-from audiokd.distill.losses import register
+from audiokd.distill.losses import lookup, register
 from audiokd.models.features import Inner
 
 
@@ -138,3 +138,15 @@ class AttentionMapLoss(torch.nn.Module):
             kl = (a_t * (a_t.clamp_min(1e-12).log() - a_s.clamp_min(1e-12).log())).sum(-1)
             losses.append(kl.mean())
         return torch.stack(losses).mean()
+
+
+def build_term(
+    kind: str,
+    name: str,
+    student_channels: list[int],
+    teacher_channels: list[int],
+    pairs: list[tuple[int, int]],
+    p: float,
+) -> torch.nn.Module:
+    """The ``kind`` term (``feature`` or ``attention``) registered as ``name``, for these layer pairs."""
+    return lookup(kind, name)(student_channels, teacher_channels, pairs, p)

@@ -2,7 +2,7 @@
 
     total = alpha * hard + (1 - alpha) * soft + beta * feature + gamma * attention
 
-- ``hard``: MSE between student outputs and the (standardised) labels.
+- ``hard``: MSE between student outputs and the (standardised) labels; for classification, cross-entropy.
 - ``soft`` (response-based KD, Hinton et al. 2015, "Distilling the Knowledge in a Neural Network",
   arXiv:1503.02531), by ``distill.soft_loss``, student outputs ``s``, teacher outputs ``t``:
     - ``mse``: mean (s - t)^2.
@@ -13,7 +13,8 @@
     - ``softmax_kl``: the notebook's form, T^2 * KL(softmax(t / T) || softmax(s / T)) across the output
       vector, ``batchmean``. A softmax ignores a shift shared by all outputs, so for regression this only
       constrains the differences between outputs (and nothing with one output); it is kept so the
-      notebook's results can be reproduced. For classification logits it is Hinton's loss.
+      notebook's results can be reproduced. For classification logits it is Hinton's loss, and
+      ``kl`` means it too; ``mse`` matches logits (Ba & Caruana 2014); ``ccc`` is refused.
 - ``feature`` and ``attention``: see :mod:`audiokd.distill.feature_losses`.
 
 Each term is returned under its own name so each can be logged (``train/hard_loss``, ...). A term whose weight
@@ -30,6 +31,7 @@ import torch
 from torch.nn.functional import kl_div, log_softmax, mse_loss, softmax
 
 from audiokd.metrics import ccc_loss
+from audiokd.tasks import Task
 
 REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {"soft": {}, "feature": {}, "attention": {}}
 
@@ -107,9 +109,16 @@ class KDLoss(torch.nn.Module):
         gamma: float = 0.0,
         feature: torch.nn.Module | None = None,
         attention: torch.nn.Module | None = None,
+        task: Task | None = None,
     ) -> None:
         super().__init__()
         self.alpha, self.temperature, self.beta, self.gamma = alpha, temperature, beta, gamma
+        self.hard_fn = task.hard_loss if task is not None else hard_mse
+        if task is not None and task.kind == "classification":
+            if soft_loss == "ccc":
+                raise ValueError("distill.soft_loss = ccc fits regression only; use kl or mse instead")
+            if soft_loss == "kl":
+                soft_loss = "softmax_kl"  # Hinton's KL of softened class distributions, times T^2
         self.soft_fn = lookup("soft", soft_loss)
         if beta > 0 and feature is None:
             raise ValueError("KDLoss: beta > 0 needs a feature term")
@@ -135,7 +144,7 @@ class KDLoss(torch.nn.Module):
         teacher_inner: Any = None,
     ) -> dict[str, torch.Tensor]:
         """Compute ``{"hard", "soft", ["feature"], ["attention"], "total"}`` for one batch."""
-        hard = hard_mse(student, labels)
+        hard = self.hard_fn(student, labels)
         if self.alpha < 1.0:
             if teacher is None:
                 raise ValueError("KDLoss: alpha < 1 needs teacher outputs")

@@ -16,9 +16,11 @@ from pathlib import Path
 import torch
 
 from audiokd.config import DistillConfig
-from audiokd.distill.losses import KDLoss, lookup
+from audiokd.distill.feature_losses import build_term
+from audiokd.distill.losses import KDLoss
 from audiokd.models.features import Inner, pair_layers, select_layers, student_inner, teacher_inner
 from audiokd.models.teacher import load_teacher
+from audiokd.tasks import Task
 from audiokd.training import Objective
 
 log = logging.getLogger(__name__)
@@ -54,12 +56,33 @@ def build_objective(
     cached_train: torch.Tensor | None,
     sample_x: torch.Tensor,
     device: torch.device,
+    task: Task | None = None,
+    force_live: bool = False,
 ) -> DistillObjective:
-    """Assemble the KD objective for ``cfg``; ``sample_x`` (a couple of clips) sizes the projections."""
+    """Assemble the KD objective for ``cfg``; ``sample_x`` (a couple of clips) sizes the projections.
+
+    ``force_live``: augmentation changes the input, so the cache does not apply; the teacher runs live on
+    the augmented batch (without hidden states unless beta or gamma asks for them).
+    """
     inner_on = cfg.beta > 0 or cfg.gamma > 0
     attn_maps = cfg.gamma > 0 and cfg.attention_loss == "attention_map"
+    needs_teacher = cfg.alpha < 1 or inner_on
+    if force_live and needs_teacher and not inner_on:
+        kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, task=task)
+        live = load_teacher(teacher_dir).to(device)
+        live.requires_grad_(False)
+
+        def augmented_objective(
+            net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+        ) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                teacher_logits = live(pixel_values=x).logits
+            logits, _ = _student_pass(net, x, False, False)
+            return kd(logits, y, teacher_logits)
+
+        return DistillObjective(augmented_objective, (), live_teacher=True, terms=kd.active_terms)
     if not inner_on:
-        kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss)
+        kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, task=task)
         teacher_out = cached_train.to(device) if cached_train is not None else None
 
         def cached_objective(
@@ -83,12 +106,14 @@ def build_objective(
     assert s_inner is not None
     n_student = len(s_inner.attentions) if attn_maps and s_inner.attentions else len(s_inner.maps)
     pairs = pair_layers(len(layers), n_student)
-    feature = lookup("feature", cfg.feature_loss)(s_inner.channels, t_inner.channels, pairs, cfg.attention_p)
-    attention = lookup("attention", cfg.attention_loss)(
-        s_inner.channels, t_inner.channels, pairs, cfg.attention_p
+    feature = build_term(
+        "feature", cfg.feature_loss, s_inner.channels, t_inner.channels, pairs, cfg.attention_p
+    )
+    attention = build_term(
+        "attention", cfg.attention_loss, s_inner.channels, t_inner.channels, pairs, cfg.attention_p
     )
     feature.to(device)
-    kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, cfg.beta, cfg.gamma, feature, attention)
+    kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, cfg.beta, cfg.gamma, feature, attention, task)
     log.info(
         "distill: live teacher, layers %s paired with student features %s",
         layers,

@@ -9,7 +9,9 @@ import mlflow
 import pandas as pd
 import torch
 
+from audiokd.augment import center_frames
 from audiokd.config import (
+    AugmentConfig,
     DataConfig,
     DistillConfig,
     RuntimeConfig,
@@ -17,13 +19,13 @@ from audiokd.config import (
     TrackingConfig,
     section_to_dict,
 )
-from audiokd.data.features import FeatureSet
+from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
 from audiokd.io import atomic_dir, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
-from audiokd.teacher_training import check_targets
+from audiokd.teacher_training import make_augment, save_labels
 from audiokd.tracking import MetricBuffer, log_torch_model, stage_run, tracking_uri
 from audiokd.training import FitSettings, fit, resolve_device, seed_everything
 
@@ -43,6 +45,7 @@ def distill(
     cfg: DistillConfig,
     tracking: TrackingConfig,
     runtime: RuntimeConfig,
+    augment: AugmentConfig,
     features_dir: str | Path,
     teacher_dir: str | Path,
     out_dir: str | Path,
@@ -50,29 +53,34 @@ def distill(
 ) -> dict:
     """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`).
 
-    The teacher's outputs come from its cache (computed once by train_teacher), so each step runs one
-    forward pass, the student's. Writes ``out_dir`` (``save_pretrained`` files, ``history.csv``,
-    ``meta.json``) and logs the student to MLflow as a model named ``student``.
+    For response-only KD without augmentation the teacher's outputs come from its cache (computed once by
+    train_teacher), so each step runs one forward pass, the student's; feature/attention terms or augmentation
+    run the teacher live, once per step (:mod:`audiokd.distill.objective`). Writes ``out_dir``
+    (``save_pretrained`` files, ``history.csv``, ``meta.json``) and logs the student to MLflow as a model
+    named ``student``.
     """
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
     teacher_dir = Path(teacher_dir)
     teacher_meta = read_json(teacher_dir / "meta.json")
     inner_on = cfg.beta > 0 or cfg.gamma > 0
-    cached = (
-        teacher_cache.load(teacher_dir / "predictions", fs.meta) if cfg.alpha < 1 and not inner_on else {}
-    )
+    train, val = fs.split("train"), fs.split("val")
+    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed)
+    use_cache = cfg.alpha < 1 and not inner_on and aug is None
+    cached = teacher_cache.load(teacher_dir / "predictions", fs.meta) if use_cache else {}
     if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
         log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
     device = resolve_device(runtime.device)
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     seed_everything(runtime.seed)
-    model = build_student(student, fs.input_shape, len(fs.targets))
+    model = build_student(student, fs.input_shape, fs.task)
     n_params = count_params(model)
-    train, val = fs.split("train"), fs.split("val")
     model.to(device)
-    plan = build_objective(cfg, model, teacher_dir, cached.get("train"), train.x[:2].to(device), device)
+    sample = center_frames(train.x[:2], fs.frames).to(device)
+    plan = build_objective(
+        cfg, model, teacher_dir, cached.get("train"), sample, device, fs.task, force_live=aug is not None
+    )
 
     settings = FitSettings(
         epochs=cfg.epochs,
@@ -88,6 +96,7 @@ def distill(
         "student": section_to_dict(student),
         "distill": section_to_dict(cfg),
         "runtime": section_to_dict(runtime),
+        "augment": section_to_dict(augment),
     }
     tags = {
         "teacher_run_id": str(teacher_meta.get("run_id", "")),
@@ -104,9 +113,10 @@ def distill(
     with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
         mlflow.log_metric("model/params", n_params)
         result = fit(
-            model, plan.objective, train, val, fs.targets, settings, MetricBuffer(), plan.extra_modules
+            model, plan.objective, train, val, fs.task, settings, MetricBuffer(), plan.extra_modules, aug
         )
-        mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
+        primary = fs.task.primary
+        mlflow.log_metrics({f"best/val_{primary}": result.best_score, "best/epoch": result.best_epoch})
         model.cpu().eval()
         model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
         meta = {
@@ -116,16 +126,18 @@ def distill(
             "model_uri": model_uri,
             "teacher_run_id": teacher_meta.get("run_id"),
             "best_epoch": result.best_epoch,
-            "val_ccc_mean": result.best_score,
+            "task": fs.task.kind,
+            f"val_{primary}": result.best_score,
             "params": n_params,
             "input_shape": list(fs.input_shape),
             "targets": fs.targets,
         }
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
+            save_labels(tmp, fs)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         if params_file:
             mlflow.log_artifact(str(params_file))
-    log.info("student: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
+    log.info("student: best epoch %d, val %s %.4f", result.best_epoch, primary, result.best_score)
     return meta

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from audiokd.tasks import Task
 
 
 class LogitsOnly(torch.nn.Module):
@@ -17,6 +20,15 @@ class LogitsOnly(torch.nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Model outputs, (B, num_outputs)."""
         return self.model(pixel_values=pixel_values).logits
+
+
+def head_kwargs(task: Task) -> dict[str, Any]:
+    """Hugging Face config arguments for the output head: width, problem type, class names."""
+    kwargs: dict[str, Any] = {"num_labels": task.num_outputs, "problem_type": task.problem_type}
+    if task.kind == "classification":
+        kwargs["id2label"] = dict(enumerate(task.names))
+        kwargs["label2id"] = {n: i for i, n in enumerate(task.names)}
+    return kwargs
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -14,9 +14,11 @@ from transformers import (
 )
 
 from audiokd.config import StudentConfig
+from audiokd.models import head_kwargs
+from audiokd.tasks import Task
 
 
-def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_outputs: int) -> torch.nn.Module:
+def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], task: Task) -> torch.nn.Module:
     """A student built from ``cfg`` for (channels, n_mels, frames) inputs.
 
     ``mobilevit`` (default): MobileViT with ``hidden_sizes``/``neck_hidden_sizes``. ``vit``: a small ViT
@@ -32,8 +34,7 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_out
             num_hidden_layers=cfg.vit_layers,
             num_attention_heads=cfg.num_heads,
             intermediate_size=cfg.vit_intermediate_size,
-            num_labels=num_outputs,
-            problem_type="regression",
+            **head_kwargs(task),
             attn_implementation="eager",
         )
         return ViTForImageClassification(config)
@@ -45,8 +46,7 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_out
         expand_ratio=cfg.expand_ratio,
         num_attention_heads=cfg.num_heads,
         classifier_dropout_prob=cfg.dropout,
-        num_labels=num_outputs,
-        problem_type="regression",
+        **head_kwargs(task),
     )
     return MobileViTForImageClassification(config)
 

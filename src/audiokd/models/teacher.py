@@ -8,12 +8,14 @@ from pathlib import Path
 from transformers import ViTConfig, ViTForImageClassification
 
 from audiokd.config import ConfigError, TeacherConfig
+from audiokd.models import head_kwargs
+from audiokd.tasks import Task
 
 log = logging.getLogger(__name__)
 
 
 def build_teacher(
-    cfg: TeacherConfig, input_shape: tuple[int, int, int], num_outputs: int
+    cfg: TeacherConfig, input_shape: tuple[int, int, int], task: Task
 ) -> ViTForImageClassification:
     """A ViT built from ``cfg`` for (channels, n_mels, frames) inputs, or loaded from ``cfg.init_checkpoint``.
 
@@ -30,9 +32,8 @@ def build_teacher(
             )
         model = ViTForImageClassification.from_pretrained(
             folder,
-            num_labels=num_outputs,
-            problem_type="regression",
             ignore_mismatched_sizes=True,
+            **head_kwargs(task),
             use_safetensors=True,
             attn_implementation="eager",
             image_size=(height, width),
@@ -54,9 +55,8 @@ def build_teacher(
         intermediate_size=cfg.intermediate_size,
         hidden_dropout_prob=cfg.dropout,
         attention_probs_dropout_prob=cfg.dropout,
-        num_labels=num_outputs,
-        problem_type="regression",
         attn_implementation="eager",
+        **head_kwargs(task),
     )
     return ViTForImageClassification(config)
 

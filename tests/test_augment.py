@@ -1,0 +1,53 @@
+"""Train-time augmentation: random crop, SpecAugment masks and mixup, reproducible from the seed."""
+
+import pytest
+import torch
+
+from audiokd.augment import BatchAugment, center_frames
+from audiokd.config import AugmentConfig
+from audiokd.tasks import Task
+
+REG = Task("regression", ("a",))
+CLS = Task("classification", ("x", "y"))
+
+
+def test_nothing_on_means_no_augmentation():
+    aug = BatchAugment(AugmentConfig(), REG, frames=8, seed=0)
+    assert not aug.needed(8) and aug.needed(12)
+
+
+def test_random_crop_takes_windows_of_the_model_width():
+    x = torch.arange(20.0).repeat(4, 1, 2, 1)  # (4, 1, 2, 20): column index as value
+    out, _ = BatchAugment(AugmentConfig(), REG, frames=8, seed=0)(x, torch.zeros(4, 1))
+    assert out.shape == (4, 1, 2, 8)
+    assert all(torch.equal(o[0, 0], torch.arange(o[0, 0, 0].item(), o[0, 0, 0].item() + 8)) for o in out)
+    assert len({int(o[0, 0, 0]) for o in out}) > 1  # different offsets per clip
+    assert torch.equal(center_frames(x, 8)[0, 0, 0], torch.arange(6.0, 14.0))
+
+
+def test_spec_augment_masks_are_reproducible():
+    cfg = AugmentConfig(freq_mask=3, time_mask=4, num_masks=2)
+    x = torch.ones(3, 1, 16, 32)
+    a, _ = BatchAugment(cfg, REG, frames=32, seed=5)(x, torch.zeros(3, 1))
+    b, _ = BatchAugment(cfg, REG, frames=32, seed=5)(x, torch.zeros(3, 1))
+    assert torch.equal(a, b)
+    assert (a == 0).any() and (a == 1).any()  # some bins masked, most kept
+
+
+def test_mixup_mixes_inputs_and_one_hot_labels_alike():
+    cfg = AugmentConfig(mixup_alpha=0.4)
+    x = torch.stack([torch.zeros(1, 2, 4), torch.ones(1, 2, 4)])
+    y = torch.tensor([0, 1])
+    mx, my = BatchAugment(cfg, CLS, frames=4, seed=1)(x, y)
+    assert my.shape == (2, 2) and torch.allclose(my.sum(1), torch.ones(2))
+    # a mixed clip's value equals its share of the "one" clip, and so does its label
+    assert torch.allclose(mx[:, 0, 0, 0], my[:, 1])
+    lam = float(my[0, 0])
+    assert 0.0 <= lam <= 1.0 and mx.shape == x.shape
+
+
+@pytest.mark.parametrize("task", [REG, CLS])
+def test_cfg_active_flags(task):
+    assert not AugmentConfig().active
+    assert AugmentConfig(freq_mask=2).active and AugmentConfig(mixup_alpha=0.2).active
+    assert not AugmentConfig(freq_mask=2, num_masks=0).active
