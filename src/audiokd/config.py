@@ -126,12 +126,14 @@ class TeacherConfig:
 class StudentConfig:
     """MobileViT student architecture (trained by the distill stage)."""
 
-    arch: str = _f("mobilevit", choices=("mobilevit", "vit"))
+    arch: str = _f("mobilevit", choices=("mobilevit", "mobilevitv2", "mobilenet_v2", "vit"))
     hidden_sizes: tuple[int, ...] = _f((64, 80, 96), length=3)
     neck_hidden_sizes: tuple[int, ...] = _f((16, 16, 24, 48, 64, 80, 320), length=7)
     expand_ratio: float = _f(2.0, range=(1.0, 8.0))
     num_heads: int = _f(4, range=(1, 16))
     dropout: float = _f(0.1, range=(0.0, 0.9))
+    width_multiplier: float = _f(0.5, range=(0.125, 4.0))
+    depth_multiplier: float = _f(0.5, range=(0.125, 4.0))
     vit_hidden_size: int = _f(128, range=(16, 4096))
     vit_layers: int = _f(5, range=(1, 48))
     vit_intermediate_size: int = _f(256, range=(16, 16384))

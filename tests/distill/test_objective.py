@@ -14,12 +14,11 @@ TASK = Task("regression", ("a", "b"))
 TINY_STUDENT = StudentConfig(hidden_sizes=(16, 16, 16), neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16), num_heads=2)
 
 
-@pytest.fixture
-def teacher_dir(tmp_path):
+def _save_teacher(folder, shape):
     torch.manual_seed(0)
     vit = ViTForImageClassification(
         ViTConfig(
-            image_size=SHAPE[1:],
+            image_size=shape[1:],
             patch_size=16,
             num_channels=1,
             hidden_size=32,
@@ -31,8 +30,13 @@ def teacher_dir(tmp_path):
             attn_implementation="eager",
         )
     )
-    vit.save_pretrained(tmp_path / "teacher")
-    return tmp_path / "teacher"
+    vit.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def teacher_dir(tmp_path):
+    return _save_teacher(tmp_path / "teacher", SHAPE)
 
 
 def _record_calls(model):
@@ -89,3 +93,30 @@ def test_projection_is_not_part_of_the_exported_student(teacher_dir, tmp_path):
         DistillConfig(beta=1.0), student, teacher_dir, None, torch.randn(2, *SHAPE), torch.device("cpu")
     )
     assert set(student.state_dict()) == before
+
+
+@pytest.mark.parametrize("arch", ["mobilevit", "mobilevitv2", "mobilenet_v2", "vit"])
+def test_every_student_arch_works_with_every_term(tmp_path, arch):
+    shape = (1, 64, 128)  # MobileViTV2 needs at least 64 x 64 inputs
+    teacher_dir = _save_teacher(tmp_path / "teacher", shape)
+    cfg = StudentConfig(
+        arch=arch,
+        hidden_sizes=(16, 16, 16),
+        neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16),
+        num_heads=2,
+        vit_hidden_size=32,
+        vit_layers=3,
+        vit_intermediate_size=64,
+        width_multiplier=0.25,
+        depth_multiplier=0.25,
+    )
+    student = build_student(cfg, shape, TASK)
+    attention = "attention_map" if arch == "vit" else "activation"
+    kd = DistillConfig(
+        alpha=0.3, beta=0.5, gamma=0.5, soft_loss="ccc", attention_loss=attention, teacher_layers=2
+    )
+    plan = build_objective(kd, student, teacher_dir, None, torch.randn(2, *shape), torch.device("cpu"), TASK)
+    terms = plan.objective(student, torch.randn(4, *shape), torch.randn(4, 2), torch.arange(4))
+    assert set(terms) == {"hard", "soft", "feature", "attention", "total"}
+    assert all(torch.isfinite(v) for v in terms.values()) and float(terms["feature"]) > 0
+    terms["total"].backward()

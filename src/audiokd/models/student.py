@@ -7,8 +7,12 @@ from pathlib import Path
 import torch
 from transformers import (
     AutoModelForImageClassification,
+    MobileNetV2Config,
+    MobileNetV2ForImageClassification,
     MobileViTConfig,
     MobileViTForImageClassification,
+    MobileViTV2Config,
+    MobileViTV2ForImageClassification,
     ViTConfig,
     ViTForImageClassification,
 )
@@ -21,10 +25,31 @@ from audiokd.tasks import Task
 def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], task: Task) -> torch.nn.Module:
     """A student built from ``cfg`` for (channels, n_mels, frames) inputs.
 
-    ``mobilevit`` (default): MobileViT with ``hidden_sizes``/``neck_hidden_sizes``. ``vit``: a small ViT
+    ``mobilevit`` (default): MobileViT with ``hidden_sizes``/``neck_hidden_sizes``; ``mobilevitv2``
+    (``width_multiplier``); ``mobilenet_v2`` (``depth_multiplier``). ``vit``: a small ViT
     (``vit_*`` keys) whose attention probabilities allow attention-map transfer from the teacher.
     """
     channels, height, width = input_shape
+    if cfg.arch == "mobilevitv2":
+        return MobileViTV2ForImageClassification(
+            MobileViTV2Config(
+                num_channels=channels,
+                image_size=max(height, width),
+                width_multiplier=cfg.width_multiplier,
+                classifier_dropout_prob=cfg.dropout,
+                **head_kwargs(task),
+            )
+        )
+    if cfg.arch == "mobilenet_v2":
+        return MobileNetV2ForImageClassification(
+            MobileNetV2Config(
+                num_channels=channels,
+                image_size=max(height, width),
+                depth_multiplier=cfg.depth_multiplier,
+                classifier_dropout_prob=cfg.dropout,
+                **head_kwargs(task),
+            )
+        )
     if cfg.arch == "vit":
         config = ViTConfig(
             image_size=(height, width),
