@@ -4,7 +4,7 @@ PYTHON ?= python3
 PORT   ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-fast ui lint format clean
+.PHONY: setup run test test-fast ui lint format clean bench
 
 # Reinstalled only when the pinned dependencies change; an existing .venv is reused.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -40,3 +40,6 @@ format: setup
 
 clean: ## remove pipeline outputs (not the MLflow store, not .venv)
 	rm -rf data/prepared data/features models/teacher models/student reports
+
+bench: setup ## speed ratios measured in one run -> reports/bench.json (a few minutes)
+	python benchmarks/bench.py
