@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as taf
+import torchaudio
 
 
 class AudioError(ValueError):
@@ -27,8 +28,15 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
         raise AudioError(f"{path}: the clip has no samples")
     wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
     if sr != sample_rate:
-        wave = taf.resample(wave, sr, sample_rate)
+        with torch.no_grad():
+            wave = resampler(sr, sample_rate)(wave)
     return wave
+
+
+@functools.lru_cache(maxsize=32)
+def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
+    """A band-limited sinc resampler for one rate pair; its kernel is computed once and reused."""
+    return torchaudio.transforms.Resample(orig, new)
 
 
 def fix_length(
