@@ -4,7 +4,7 @@ PYTHON ?= python3
 PORT   ?= 5000
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup run test test-fast ui lint format clean bench
+.PHONY: setup run test test-fast ui tracking-server lint format clean bench
 
 # Reinstalled only when the pinned dependencies change; an existing .venv is reused.
 $(VENV)/.installed: pyproject.toml requirements.lock
@@ -29,6 +29,9 @@ test-fast: setup ## unit tests only (skips tests marked slow)
 ui: setup ## MLflow UI on this project's store (http://127.0.0.1:$(PORT))
 	mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db --default-artifact-root ./mlruns/artifacts \
 		--host 127.0.0.1 --port $(PORT)
+
+tracking-server: setup ## MLflow server on 127.0.0.1:$(PORT), PostgreSQL backend (started/installed on demand)
+	PORT=$(PORT) python -m audiokd.server
 
 lint: setup
 	ruff check src stages tests

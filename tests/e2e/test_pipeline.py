@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,53 +10,30 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from e2e_helpers import DVC, env, make_repo, ran, run
 
 pytestmark = pytest.mark.slow
 
 STAGES = ["synthesize", "prepare", "preprocess", "train_teacher", "distill", "evaluate"]
 
 
-def _env(repo: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def _run(cmd: list[str], repo: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    return proc
+    return run(cmd, repo, timeout)
+
+
+def _env(repo: Path) -> dict[str, str]:
+    return env()
 
 
 def _ran(output: str) -> list[str]:
-    return re.findall(r"Running stage '(\w+)'", output)
+    return ran(output)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> tuple[Path, str]:
     """A git clone-like copy of the repo with tiny params, after one `dvc repro`."""
-    root = Path(__file__).resolve().parents[2]
-    repo = tmp_path_factory.mktemp("repo")
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
-    ).stdout.split()
-    for f in files:
-        src = root / f
-        if (
-            src.is_file()
-            and not f.startswith(("data/", "models/", "reports/", "mlruns/"))
-            and f != "dvc.lock"
-        ):
-            (repo / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / f)
-    shutil.copy(root / "tests" / "e2e" / "params_tiny.yaml", repo / "params.yaml")
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "add", "-A"],
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
-    ):
-        _run(cmd, repo)
-    proc = _run([str(Path(sys.executable).parent / "dvc"), "repro"], repo)
+    repo = make_repo(tmp_path_factory.mktemp("repo"))
+    proc = _run([DVC, "repro"], repo)
     return repo, proc.stdout + proc.stderr
 
 
