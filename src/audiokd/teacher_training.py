@@ -23,7 +23,7 @@ from audiokd.distill.losses import hard_mse
 from audiokd.io import atomic_dir, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
-from audiokd.tracking import MetricBuffer, stage_run, tracking_uri
+from audiokd.tracking import MetricBuffer, setup, stage_run, tracking_uri
 from audiokd.training import FitSettings, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def train_teacher(
     Writes ``out_dir``: ``config.json`` + ``model.safetensors`` (``save_pretrained``), ``predictions/``
     (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count).
     """
+    setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
     device = resolve_device(runtime.device)
@@ -91,6 +92,8 @@ def train_teacher(
         len(val),
     )
     with stage_run("train_teacher", tracking.experiment, "teacher", params) as run:
+        if params_file:  # first, so an unwritable artifact store fails before training
+            mlflow.log_artifact(str(params_file))
         mlflow.log_metric("model/params", n_params)
         buf = MetricBuffer()
         result = fit(model, objective, train, val, fs.targets, settings, buf)
@@ -114,7 +117,5 @@ def train_teacher(
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
-        if params_file:
-            mlflow.log_artifact(str(params_file))
     log.info("teacher: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
     return meta

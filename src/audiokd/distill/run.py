@@ -24,7 +24,7 @@ from audiokd.io import atomic_dir, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
 from audiokd.teacher_training import check_targets
-from audiokd.tracking import MetricBuffer, log_torch_model, stage_run, tracking_uri
+from audiokd.tracking import MetricBuffer, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import FitSettings, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def distill(
     forward pass, the student's. Writes ``out_dir`` (``save_pretrained`` files, ``history.csv``,
     ``meta.json``) and logs the student to MLflow as a model named ``student``.
     """
+    setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
     teacher_dir = Path(teacher_dir)
@@ -102,6 +103,8 @@ def distill(
         teacher_meta["params"] / n_params,
     )
     with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
+        if params_file:  # first, so an unwritable artifact store fails before training
+            mlflow.log_artifact(str(params_file))
         mlflow.log_metric("model/params", n_params)
         result = fit(
             model, plan.objective, train, val, fs.targets, settings, MetricBuffer(), plan.extra_modules
@@ -125,7 +128,5 @@ def distill(
             model.save_pretrained(tmp)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
-        if params_file:
-            mlflow.log_artifact(str(params_file))
     log.info("student: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
     return meta
