@@ -52,6 +52,7 @@ def run_stage(main: Callable[[], object]) -> None:
     SIGTERM (what ``kill``, schedulers and container runtimes send) is handled like Ctrl-C: the MLflow run
     is marked KILLED, the last epoch checkpoint stays, and the exit status is 128 + the signal number.
     """
+    from audiokd.checkpoint import CheckpointError
     from audiokd.data.audio import AudioError
     from audiokd.data.manifest import ManifestError
     from audiokd.distill.teacher_cache import StaleCacheError
@@ -67,6 +68,7 @@ def run_stage(main: Callable[[], object]) -> None:
         StaleCacheError,
         TrainingError,
         TrackingError,
+        CheckpointError,
     )
     try:
         main()

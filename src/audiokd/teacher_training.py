@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import torch
 
+from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     ConfigError,
     DataConfig,
@@ -51,6 +52,7 @@ def train_teacher(
 
     Writes ``out_dir``: ``config.json`` + ``model.safetensors`` (``save_pretrained``), ``predictions/``
     (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count).
+    Checkpoints every epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
     """
     setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
@@ -76,6 +78,11 @@ def train_teacher(
         "teacher": section_to_dict(teacher),
         "runtime": section_to_dict(runtime),
     }
+    ckpt = open_checkpoint(
+        "train_teacher",
+        {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
+        [features_dir, teacher.init_checkpoint],
+    )
 
     def objective(
         net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
@@ -91,12 +98,14 @@ def train_teacher(
         len(train),
         len(val),
     )
-    with stage_run("train_teacher", tracking.experiment, "teacher", params) as run:
+    with stage_run("train_teacher", tracking.experiment, "teacher", params, run_id=ckpt.run_id) as run:
+        ckpt.run_id = run.info.run_id
         if params_file:  # first, so an unwritable artifact store fails before training
             mlflow.log_artifact(str(params_file))
-        mlflow.log_metric("model/params", n_params)
+        if ckpt.state is None:  # a resumed run has it already
+            mlflow.log_metric("model/params", n_params)
         buf = MetricBuffer()
-        result = fit(model, objective, train, val, fs.targets, settings, buf)
+        result = fit(model, objective, train, val, fs.targets, settings, buf, checkpoint=ckpt)
         mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
         model.cpu()
         meta = {
@@ -117,5 +126,6 @@ def train_teacher(
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
+    ckpt.discard()
     log.info("teacher: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
     return meta

@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import torch
 
+from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     DataConfig,
     DistillConfig,
@@ -52,7 +53,8 @@ def distill(
 
     The teacher's outputs come from its cache (computed once by train_teacher), so each step runs one
     forward pass, the student's. Writes ``out_dir`` (``save_pretrained`` files, ``history.csv``,
-    ``meta.json``) and logs the student to MLflow as a model named ``student``.
+    ``meta.json``) and logs the student to MLflow as a model named ``student``. Checkpoints every epoch
+    and resumes a killed run (:mod:`audiokd.checkpoint`).
     """
     setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
@@ -90,6 +92,11 @@ def distill(
         "distill": section_to_dict(cfg),
         "runtime": section_to_dict(runtime),
     }
+    ckpt = open_checkpoint(
+        "distill",
+        {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
+        [features_dir, teacher_dir],
+    )
     tags = {
         "teacher_run_id": str(teacher_meta.get("run_id", "")),
         "kd.terms": ",".join(plan.terms),
@@ -102,12 +109,14 @@ def distill(
         teacher_meta["params"] / 1e6,
         teacher_meta["params"] / n_params,
     )
-    with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
+    with stage_run("distill", tracking.experiment, run_name(cfg), params, tags, run_id=ckpt.run_id) as run:
+        ckpt.run_id = run.info.run_id
         if params_file:  # first, so an unwritable artifact store fails before training
             mlflow.log_artifact(str(params_file))
-        mlflow.log_metric("model/params", n_params)
+        if ckpt.state is None:  # a resumed run has it already
+            mlflow.log_metric("model/params", n_params)
         result = fit(
-            model, plan.objective, train, val, fs.targets, settings, MetricBuffer(), plan.extra_modules
+            model, plan.objective, train, val, fs.targets, settings, MetricBuffer(), plan.extra_modules, ckpt
         )
         mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
         model.cpu().eval()
@@ -128,5 +137,6 @@ def distill(
             model.save_pretrained(tmp)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
+    ckpt.discard()
     log.info("student: best epoch %d, val CCC %.4f", result.best_epoch, result.best_score)
     return meta
