@@ -56,6 +56,7 @@ def run_stage(main: Callable[[], object]) -> None:
     from audiokd.data.audio import AudioError
     from audiokd.data.manifest import ManifestError
     from audiokd.distill.teacher_cache import StaleCacheError
+    from audiokd.models import WeightsError
     from audiokd.tracking import TrackingError
     from audiokd.training import TrainingError
 
@@ -68,6 +69,7 @@ def run_stage(main: Callable[[], object]) -> None:
         StaleCacheError,
         TrainingError,
         TrackingError,
+        WeightsError,
         CheckpointError,
     )
     try:

@@ -21,7 +21,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet
 from audiokd.distill import teacher_cache
 from audiokd.distill.losses import hard_mse
-from audiokd.io import atomic_dir, write_json
+from audiokd.io import atomic_dir, file_sha256, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
 from audiokd.tracking import MetricBuffer, setup, stage_run, tracking_uri
@@ -51,8 +51,8 @@ def train_teacher(
     """Train the teacher with MSE, keep the best epoch by validation CCC, save it and its predictions.
 
     Writes ``out_dir``: ``config.json`` + ``model.safetensors`` (``save_pretrained``), ``predictions/``
-    (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count).
-    Checkpoints every epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
+    (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count,
+    weights sha256). Checkpoints every epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
     """
     setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
@@ -120,6 +120,7 @@ def train_teacher(
         }
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
+            meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
             teacher_cache.save(
                 tmp / "predictions", {"train": predict(model, train.x), "val": predict(model, val.x)}, fs.meta
             )

@@ -21,7 +21,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
-from audiokd.io import atomic_dir, read_json, write_json
+from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
 from audiokd.teacher_training import check_targets
@@ -135,6 +135,7 @@ def distill(
         }
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
+            meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
     ckpt.discard()

@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from audiokd.config import StudentConfig
+from audiokd.models import load_pretrained
 
 
 def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_outputs: int) -> torch.nn.Module:
@@ -52,5 +53,5 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], num_out
 
 
 def load_student(folder: str | Path) -> torch.nn.Module:
-    """Load a trained student of any supported family (safetensors only), in eval mode."""
-    return AutoModelForImageClassification.from_pretrained(Path(folder), use_safetensors=True).eval()
+    """Load a trained student of any supported family (safetensors only, checked), in eval mode."""
+    return load_pretrained(AutoModelForImageClassification, folder).eval()
