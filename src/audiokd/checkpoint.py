@@ -226,7 +226,7 @@ class Checkpointer:
         }
         try:
             _atomic_save(state, self.path)
-        except OSError as e:
+        except (OSError, RuntimeError) as e:  # torch reports a failed write (e.g. ENOSPC) as either
             log.warning(
                 "%s: could not write checkpoint %s (%s); training goes on, %s",
                 self.stage,
@@ -254,7 +254,7 @@ class Checkpointer:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(
                 f"{self.path} does not fit the model built from these params ({first}); "
-                f"set aside as {aside}: rerun to start from scratch"
+                f"set aside as {aside}: rerun to start afresh"
             ) from None
         return LoopState(
             epoch=int(s["epoch"]),

@@ -8,6 +8,7 @@ that differ in the last bits from run to run; see the README, "When things go wr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -165,6 +166,9 @@ def fit(
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
+                if metrics is not None:  # the losses that led up to it, for the diagnosis
+                    with contextlib.suppress(Exception):
+                        metrics.flush()
                 raise TrainingError(
                     f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
                     f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
