@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from audiokd.config import ConfigError, load_section, read_params
 
@@ -40,19 +42,49 @@ def load_sections(params_file: str, *names: str) -> list:
     return [load_section(raw, n) for n in names]
 
 
+def _interrupt(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def run_stage(main: Callable[[], object]) -> None:
-    """Run a stage's main: user errors become one ``error:`` line and exit status 2, not a traceback."""
+    """Run a stage's main: user errors become one ``error:`` line and exit status 2, not a traceback.
+
+    SIGTERM (what ``kill``, schedulers and container runtimes send) is handled like Ctrl-C: the MLflow run
+    is marked KILLED, the last epoch checkpoint stays, and the exit status is 128 + the signal number.
+    """
+    from audiokd.checkpoint import CheckpointError
     from audiokd.data.audio import AudioError
     from audiokd.data.manifest import ManifestError
     from audiokd.distill.teacher_cache import StaleCacheError
+    from audiokd.models import WeightsError
+    from audiokd.tracking import TrackingError
     from audiokd.training import TrainingError
 
     setup_logging()
+    signal.signal(signal.SIGTERM, _interrupt)
+    errors = (
+        ConfigError,
+        ManifestError,
+        AudioError,
+        StaleCacheError,
+        TrainingError,
+        TrackingError,
+        WeightsError,
+        CheckpointError,
+    )
     try:
         main()
-    except (ConfigError, ManifestError, AudioError, StaleCacheError, TrainingError) as e:
+    except errors as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:
+        name = str(e) or "SIGINT"
+        print(
+            f"error: interrupted ({name}); the MLflow run is marked KILLED and a training stage keeps its "
+            "last epoch checkpoint under .checkpoints/: rerun to resume",
+            file=sys.stderr,
+        )
+        sys.exit(128 + getattr(signal.Signals, name, signal.SIGINT).value)
 
 
 def _summary(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
-"""Atomic outputs: a failed or interrupted stage leaves the previous outputs intact."""
+"""Atomic outputs (a failed or interrupted stage leaves the previous outputs intact) and content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -51,3 +52,23 @@ def write_json(path: str | Path, obj: Any) -> None:
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's content, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def tree_sha256(path: str | Path) -> str:
+    """SHA-256 over the relative names and contents of every file under ``path`` (or of one file)."""
+    root = Path(path)
+    if root.is_file():
+        return file_sha256(root)
+    h = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + file_sha256(f).encode() + b"\n")
+    return h.hexdigest()

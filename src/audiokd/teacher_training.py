@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from audiokd.augment import BatchAugment, center_frames
+from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     AugmentConfig,
     DataConfig,
@@ -20,10 +21,10 @@ from audiokd.config import (
 )
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
-from audiokd.io import atomic_dir, write_json
+from audiokd.io import atomic_dir, file_sha256, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
-from audiokd.tracking import MetricBuffer, stage_run, tracking_uri
+from audiokd.tracking import MetricBuffer, setup, stage_run, tracking_uri
 from audiokd.training import FitSettings, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,10 @@ def train_teacher(
     """Train the teacher on the hard loss, keep the best epoch by validation quality, save it and its outputs.
 
     Writes ``out_dir``: ``config.json`` + ``model.safetensors`` (``save_pretrained``), ``predictions/``
-    (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count).
+    (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count,
+    weights sha256). Checkpoints every epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
     """
+    setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
     device = resolve_device(runtime.device)
@@ -82,6 +85,11 @@ def train_teacher(
         "augment": section_to_dict(augment),
     }
     aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed)
+    ckpt = open_checkpoint(
+        "train_teacher",
+        {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
+        [features_dir, teacher.init_checkpoint],
+    )
 
     def objective(
         net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
@@ -96,10 +104,14 @@ def train_teacher(
         len(train),
         len(val),
     )
-    with stage_run("train_teacher", tracking.experiment, "teacher", params) as run:
-        mlflow.log_metric("model/params", n_params)
+    with stage_run("train_teacher", tracking.experiment, "teacher", params, run_id=ckpt.run_id) as run:
+        ckpt.run_id = run.info.run_id
+        if params_file:  # first, so an unwritable artifact store fails before training
+            mlflow.log_artifact(str(params_file))
+        if ckpt.state is None:  # a resumed run has it already
+            mlflow.log_metric("model/params", n_params)
         buf = MetricBuffer()
-        result = fit(model, objective, train, val, task, settings, buf, augment=aug)
+        result = fit(model, objective, train, val, task, settings, buf, checkpoint=ckpt, augment=aug)
         mlflow.log_metrics({f"best/val_{task.primary}": result.best_score, "best/epoch": result.best_epoch})
         model.cpu()
         meta = {
@@ -116,6 +128,7 @@ def train_teacher(
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
             save_labels(tmp, fs)
+            meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
             # cached outputs: on the centre-cropped, un-augmented inputs distill sees without augmentation
             outputs = {
                 "train": predict(model, center_frames(train.x, fs.frames)),
@@ -125,7 +138,6 @@ def train_teacher(
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
-        if params_file:
-            mlflow.log_artifact(str(params_file))
+    ckpt.discard()
     log.info("teacher: best epoch %d, val %s %.4f", result.best_epoch, task.primary, result.best_score)
     return meta

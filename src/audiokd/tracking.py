@@ -1,7 +1,9 @@
 """Everything MLflow: the store, runs and their names and tags, metric names, model logging.
 
 Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlruns/mlflow.db`` with artifacts under
-``mlruns/artifacts`` (MLflow 3 refuses to create a plain ``./mlruns`` file store).
+``mlruns/artifacts`` (MLflow 3 refuses to create a plain ``./mlruns`` file store). :func:`setup` checks
+that the store answers and takes writes before a stage trains, with a short timeout: MLflow's own HTTP
+client retries an unreachable server for minutes.
 """
 
 from __future__ import annotations
@@ -9,20 +11,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import subprocess
+import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
 from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 
 from audiokd.config import flatten
 
 log = logging.getLogger(__name__)
 
 STORE_DIR = Path("mlruns")
+PROBE_TIMEOUT_S = 5
+
+
+class TrackingError(RuntimeError):
+    """The MLflow store cannot be reached or written; the message is one line."""
 
 
 def project_root(cwd: Path | None = None) -> Path:
@@ -61,19 +74,118 @@ def _artifact_location(uri: str) -> str | None:
     return (store_dir() / "artifacts").as_uri()
 
 
-def setup(experiment: str) -> str:
-    """Point MLflow at the store and make sure ``experiment`` exists; returns its id."""
+def _one_line(e: object) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:300] if text else type(e).__name__
+
+
+def _probe_server(uri: str, timeout_s: float) -> None:
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            pass
+    except urllib.error.HTTPError:
+        return  # something answered; whether it lets us in, the first real request says
+    except (urllib.error.URLError, OSError) as e:
+        raise TrackingError(
+            f"MLflow tracking server {uri} is unreachable ({_one_line(getattr(e, 'reason', e))}); "
+            "start it, or unset MLFLOW_TRACKING_URI to use the local store under mlruns/"
+        ) from None
+
+
+def _probe_sqlite(uri: str, timeout_s: float) -> None:
+    path = uri.removeprefix("sqlite:///")
+    if not path or path == ":memory:":
+        return
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path, timeout=timeout_s)
+        try:
+            # a real write, rolled back: a read-only file opens (read-only) and even takes the lock
+            con.execute("BEGIN IMMEDIATE")
+            con.execute("CREATE TABLE audiokd_write_probe (x INTEGER)")
+            con.rollback()
+        finally:
+            con.close()
+    except (OSError, sqlite3.Error) as e:
+        raise TrackingError(
+            f"MLflow store {uri} is not writable ({_one_line(e)}); free the disk or fix its permissions, "
+            "or set MLFLOW_TRACKING_URI to a store you can write"
+        ) from None
+
+
+def _probe_artifacts(location: str | None) -> None:
+    if not location:
+        return
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return  # remote artifact stores are checked by the server
+    folder = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else location)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise TrackingError(f"MLflow artifact store {folder} is not writable ({_one_line(e)})") from None
+
+
+@contextlib.contextmanager
+def _quick_http(timeout_s: float) -> Iterator[None]:
+    """No retries and a short timeout for MLflow's HTTP client, unless the user set them."""
+    keys = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout_s))}
+    added = [k for k in keys if k not in os.environ]
+    os.environ.update({k: keys[k] for k in added})
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def setup(experiment: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
+    """Point MLflow at the store and make sure ``experiment`` exists; returns its id.
+
+    Fails fast with :class:`TrackingError` (one line) when a tracking server does not answer within
+    ``timeout_s`` or the store or its artifact folder cannot be written: call it before training.
+    """
     uri = tracking_uri()
     if uri == default_uri():
         store_dir().mkdir(parents=True, exist_ok=True)
+    scheme = urllib.parse.urlparse(uri).scheme
+    if scheme in ("http", "https"):
+        _probe_server(uri, timeout_s)
+    elif scheme == "sqlite":
+        _probe_sqlite(uri, timeout_s)
     mlflow.set_tracking_uri(uri)
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is None:
-        exp_id = mlflow.create_experiment(experiment, artifact_location=_artifact_location(uri))
-    else:
-        exp_id = exp.experiment_id
-    mlflow.set_experiment(experiment_id=exp_id)
-    return exp_id
+    with _quick_http(timeout_s):
+        try:
+            exp = mlflow.get_experiment_by_name(experiment)
+            if exp is None:
+                exp_id = mlflow.create_experiment(experiment, artifact_location=_artifact_location(uri))
+                exp = mlflow.get_experiment(exp_id)
+            mlflow.set_experiment(experiment_id=exp.experiment_id)
+        except Exception as e:  # MlflowException, a database error, a refused connection ...
+            raise TrackingError(f"MLflow store {uri}: {_one_line(e)}") from None
+    _probe_artifacts(exp.artifact_location)
+    return exp.experiment_id
+
+
+def end_stale_run(run_id: str) -> None:
+    """Mark ``run_id`` KILLED if a killed job left it RUNNING (its checkpoint was set aside)."""
+    client = mlflow.MlflowClient()
+    try:
+        if client.get_run(run_id).info.status == "RUNNING":
+            client.set_terminated(run_id, status="KILLED")
+            log.info("MLflow run %s, left RUNNING by a killed job, marked KILLED", run_id)
+    except MlflowException:
+        pass  # gone from the store: nothing to close
+
+
+def _resumable(run_id: str, experiment_id: str) -> bool:
+    try:
+        run = mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        return False
+    return run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id
 
 
 def git_commit() -> str | None:
@@ -87,14 +199,23 @@ def git_commit() -> str | None:
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, experiment: str, run_name: str, params: dict[str, Any], tags: dict[str, str] | None = None
+    stage: str,
+    experiment: str,
+    run_name: str,
+    params: dict[str, Any],
+    tags: dict[str, str] | None = None,
+    run_id: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """An MLflow run for one pipeline stage, tagged ``stage``, git commit and ``DVC_EXP_NAME``.
 
-    ``params`` (nested sections) are logged flattened, e.g. ``distill.temperature``. The run ends
-    FINISHED on success, FAILED on an exception and KILLED on Ctrl-C.
+    ``params`` (nested sections) are logged flattened, e.g. ``distill.temperature``. ``run_id`` continues
+    that run (a resumed stage) when it is still in the experiment; else a new run starts. The run ends
+    FINISHED on success, FAILED on an exception and KILLED on Ctrl-C or SIGTERM.
     """
-    setup(experiment)
+    exp_id = setup(experiment)
+    if run_id and not _resumable(run_id, exp_id):
+        log.warning("MLflow run %s of the checkpoint is gone from the experiment; starting a new run", run_id)
+        run_id = None
     all_tags = {"stage": stage, **(tags or {})}
     commit = git_commit()
     if commit:
@@ -102,7 +223,7 @@ def stage_run(
         all_tags["mlflow.source.git.commit"] = commit
     if os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    run = mlflow.start_run(run_name=run_name, tags=all_tags)
+    run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=all_tags)
     try:
         flat = {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in flatten(params).items()}
         items = list(flat.items())
@@ -110,12 +231,20 @@ def stage_run(
             mlflow.log_params(dict(items[i : i + 100]))
         yield run
     except KeyboardInterrupt:
-        mlflow.end_run(status="KILLED")
+        _end_run("KILLED")
         raise
     except BaseException:
-        mlflow.end_run(status="FAILED")
+        _end_run("FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def _end_run(status: str) -> None:
+    """End the active run as ``status`` without masking the error that ended it."""
+    try:
+        mlflow.end_run(status=status)
+    except Exception as e:  # e.g. the server went away: the original error matters more
+        log.warning("could not mark the MLflow run %s: %s", status, _one_line(e))
 
 
 class MetricBuffer:
@@ -128,6 +257,36 @@ class MetricBuffer:
         """Record ``metrics`` at ``step``."""
         ts = int(time.time() * 1000)
         self._items.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+
+    def pending(self) -> dict[str, list]:
+        """What :meth:`flush` would send, as plain lists (for a checkpoint)."""
+        return {
+            "key": [m.key for m in self._items],
+            "value": [m.value for m in self._items],
+            "timestamp": [m.timestamp for m in self._items],
+            "step": [m.step for m in self._items],
+        }
+
+    def replay(self, pending: dict[str, list], marker: str, step: int) -> None:
+        """Send ``pending`` (from :meth:`pending`) unless the active run already has ``marker`` at ``step``.
+
+        A checkpoint is written just before its epoch's metrics are flushed; a kill in between would lose
+        them, and replaying them blindly would log them twice.
+        """
+        run = mlflow.active_run()
+        if run is None:
+            return
+        history = mlflow.MlflowClient().get_metric_history(run.info.run_id, marker)
+        if any(m.step == step for m in history):
+            return
+        self._items.extend(
+            Metric(k, float(v), int(t), int(s))
+            for k, v, t, s in zip(
+                pending["key"], pending["value"], pending["timestamp"], pending["step"], strict=True
+            )
+        )
+        self.flush()
+        log.info("logged the metrics of epoch %d that a kill kept from MLflow", step)
 
     def flush(self) -> None:
         """Send what was recorded to the active run."""

@@ -1,7 +1,14 @@
-"""One training loop for teacher and student: progress bars, per-step metrics, best-epoch selection."""
+"""One training loop for teacher and student: progress bars, per-step metrics, best-epoch selection, resume.
+
+Determinism: with the same params and seed, CPU runs repeat bit for bit, and a run resumed from a checkpoint
+(:mod:`audiokd.checkpoint`) repeats the uninterrupted one, because the model, optimizer, scheduler, every RNG
+and the batch-order generator are restored. On CUDA, cuDNN and cuBLAS pick algorithms (and use atomics)
+that differ in the last bits from run to run; see the README, "When things go wrong".
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import math
@@ -14,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from audiokd.checkpoint import Checkpointer, LoopState, TrainingParts
 from audiokd.data.features import SplitData
 from audiokd.models import predict
 from audiokd.tasks import Task
@@ -60,6 +68,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+    torch.backends.cudnn.benchmark = False  # the autotuner may pick a different kernel each run
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,11 +115,14 @@ def fit(
     metrics: MetricBuffer | None = None,
     extra_modules: tuple[torch.nn.Module, ...] = (),
     augment: Augment | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> FitResult:
     """Train ``model`` with AdamW; keep the epoch with the best validation quality (``task.primary``).
 
     ``extra_modules`` train beside the model (e.g. feature-distillation projections) but are not part of it.
     ``augment`` transforms each training batch ``(x, y)`` before the objective sees it.
+    With ``checkpoint``, the loop state is saved at the end of every epoch, and a loaded checkpoint
+    (``checkpoint.state``) is resumed: training continues at the next epoch and step as if never stopped.
 
     Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss`` and the task's
     metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term.
@@ -132,7 +144,15 @@ def fit(
     best = FitResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     step = 0
-    for epoch in range(1, s.epochs + 1):
+    parts = TrainingParts(model, extra_modules, opt, sched, gen)
+    first_epoch = 1
+    if checkpoint is not None and checkpoint.state is not None:
+        done = checkpoint.restore(parts)
+        first_epoch, step, best_state = done.epoch + 1, done.step, done.best_state
+        best = FitResult(done.best_epoch, done.best_score, done.history)
+        if metrics is not None and done.pending_metrics:
+            metrics.replay(done.pending_metrics, "val/loss", done.epoch)
+    for epoch in range(first_epoch, s.epochs + 1):
         model.train()
         perm = torch.randperm(n, generator=gen)
         sums: dict[str, float] = defaultdict(float)
@@ -150,9 +170,13 @@ def fit(
             values = {k: float(v.detach()) for k, v in terms.items()}
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
+                kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
+                if metrics is not None:  # the losses that led up to it, for the diagnosis
+                    with contextlib.suppress(Exception):
+                        metrics.flush()
                 raise TrainingError(
                     f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
-                    f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}"
+                    f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
                 )
             opt.zero_grad(set_to_none=True)
             terms["total"].backward()
@@ -179,13 +203,19 @@ def fit(
             **{f"val_{k}": v for k, v in val_metrics.items()},
         }
         best.history.append(row)
-        if metrics is not None:
-            metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
-            metrics.flush()
         improved = val_metrics[task.primary] > best.best_score
         if improved:
             best.best_epoch, best.best_score = epoch, val_metrics[task.primary]
             best_state = copy.deepcopy(model.state_dict())
+        if metrics is not None:
+            metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
+        if checkpoint is not None:
+            # saved before the flush with the epoch's metrics in it: a kill in between loses none of them
+            done = LoopState(epoch, step, best.best_epoch, best.best_score, best_state, best.history)
+            done.pending_metrics = metrics.pending() if metrics is not None else None
+            checkpoint.save(done, parts, s.epochs)
+        if metrics is not None:
+            metrics.flush()
         log.info(
             "%s epoch %d/%d: loss %.4f  val loss %.4f  val %s %.4f%s",
             s.desc,

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from audiokd.augment import center_frames
+from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     AugmentConfig,
     DataConfig,
@@ -22,11 +23,11 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
-from audiokd.io import atomic_dir, read_json, write_json
+from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
 from audiokd.teacher_training import make_augment, save_labels
-from audiokd.tracking import MetricBuffer, log_torch_model, stage_run, tracking_uri
+from audiokd.tracking import MetricBuffer, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import FitSettings, fit, resolve_device, seed_everything
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,10 @@ def distill(
     train_teacher), so each step runs one forward pass, the student's; feature/attention terms or augmentation
     run the teacher live, once per step (:mod:`audiokd.distill.objective`). Writes ``out_dir``
     (``save_pretrained`` files, ``history.csv``, ``meta.json``) and logs the student to MLflow as a model
-    named ``student``.
+    named ``student``. Checkpoints every
+    epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
     """
+    setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
     teacher_dir = Path(teacher_dir)
@@ -98,6 +101,11 @@ def distill(
         "runtime": section_to_dict(runtime),
         "augment": section_to_dict(augment),
     }
+    ckpt = open_checkpoint(
+        "distill",
+        {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
+        [features_dir, teacher_dir],
+    )
     tags = {
         "teacher_run_id": str(teacher_meta.get("run_id", "")),
         "kd.terms": ",".join(plan.terms),
@@ -110,10 +118,23 @@ def distill(
         teacher_meta["params"] / 1e6,
         teacher_meta["params"] / n_params,
     )
-    with stage_run("distill", tracking.experiment, run_name(cfg), params, tags) as run:
-        mlflow.log_metric("model/params", n_params)
+    with stage_run("distill", tracking.experiment, run_name(cfg), params, tags, run_id=ckpt.run_id) as run:
+        ckpt.run_id = run.info.run_id
+        if params_file:  # first, so an unwritable artifact store fails before training
+            mlflow.log_artifact(str(params_file))
+        if ckpt.state is None:  # a resumed run has it already
+            mlflow.log_metric("model/params", n_params)
         result = fit(
-            model, plan.objective, train, val, fs.task, settings, MetricBuffer(), plan.extra_modules, aug
+            model,
+            plan.objective,
+            train,
+            val,
+            fs.task,
+            settings,
+            MetricBuffer(),
+            plan.extra_modules,
+            checkpoint=ckpt,
+            augment=aug,
         )
         primary = fs.task.primary
         mlflow.log_metrics({f"best/val_{primary}": result.best_score, "best/epoch": result.best_epoch})
@@ -135,9 +156,9 @@ def distill(
         with atomic_dir(out_dir) as tmp:
             model.save_pretrained(tmp)
             save_labels(tmp, fs)
+            meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
-        if params_file:
-            mlflow.log_artifact(str(params_file))
+    ckpt.discard()
     log.info("student: best epoch %d, val %s %.4f", result.best_epoch, primary, result.best_score)
     return meta

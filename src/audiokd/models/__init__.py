@@ -1,13 +1,75 @@
-"""Teacher and student models, and helpers common to both."""
+"""Teacher and student models, and helpers common to both, including the one safe way to load weights."""
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
+from safetensors import SafetensorError, safe_open
 
+from audiokd.io import file_sha256
 from audiokd.tasks import Task
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+M = TypeVar("M")
+
+
+class WeightsError(RuntimeError):
+    """A weights folder cannot be trusted: missing, truncated, tampered with or not safetensors (one line)."""
+
+
+def recorded_sha256(folder: Path) -> str | None:
+    """The ``weights_sha256`` that the stage which wrote ``folder`` recorded in its ``meta.json``, if any."""
+    meta = folder / "meta.json"
+    if not meta.is_file():
+        return None
+    try:
+        return json.loads(meta.read_text()).get("weights_sha256")
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as e:
+        raise WeightsError(f"{meta}: not valid JSON ({e})") from None
+
+
+def load_pretrained(cls: type[M], folder: str | Path, **kwargs: Any) -> M:
+    """``cls.from_pretrained(folder, use_safetensors=True, **kwargs)``, after checking the weights file.
+
+    Only ``model.safetensors`` is read (never a pickled ``pytorch_model.bin``). Its header must parse and
+    cover the file (a truncated file fails here), and when the folder's ``meta.json`` records a
+    ``weights_sha256`` the content must match it (a changed byte fails here). Every failure is a
+    :class:`WeightsError` whose message names the file.
+    """
+    folder = Path(folder)
+    weights = folder / WEIGHTS_FILE
+    if not weights.is_file():
+        pickled = sorted(p.name for p in folder.glob("*.bin"))
+        hint = (
+            f"; {', '.join(pickled)} is pickle-based and is never loaded: re-save with save_pretrained"
+            if pickled
+            else ""
+        )
+        raise WeightsError(f"{weights}: no such file{hint}")
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            f.keys()
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(
+            f"{weights}: not a valid safetensors file, truncated or tampered with ({e})"
+        ) from None
+    expected = recorded_sha256(folder)
+    if expected and file_sha256(weights) != expected:
+        raise WeightsError(
+            f"{weights}: content differs from the sha256 that {folder / 'meta.json'} recorded when it was "
+            "written; the file was changed or damaged: rerun the stage that wrote it (dvc repro)"
+        )
+    try:
+        return cls.from_pretrained(folder, use_safetensors=True, **kwargs)  # type: ignore[attr-defined]
+    except (SafetensorError, OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WeightsError(f"{folder}: cannot load the model ({first})") from None
 
 
 class LogitsOnly(torch.nn.Module):

@@ -18,7 +18,7 @@ from transformers import (
 )
 
 from audiokd.config import StudentConfig
-from audiokd.models import head_kwargs
+from audiokd.models import head_kwargs, load_pretrained
 from audiokd.tasks import Task
 
 
@@ -77,5 +77,5 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], task: T
 
 
 def load_student(folder: str | Path) -> torch.nn.Module:
-    """Load a trained student of any supported family (safetensors only), in eval mode."""
-    return AutoModelForImageClassification.from_pretrained(Path(folder), use_safetensors=True).eval()
+    """Load a trained student of any supported family (safetensors only, checked), in eval mode."""
+    return load_pretrained(AutoModelForImageClassification, folder).eval()

@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import ViTConfig, ViTForImageClassification
 
 from audiokd.config import ConfigError, TeacherConfig
-from audiokd.models import head_kwargs
+from audiokd.models import head_kwargs, load_pretrained
 from audiokd.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -19,8 +19,9 @@ def build_teacher(
 ) -> ViTForImageClassification:
     """A ViT built from ``cfg`` for (channels, n_mels, frames) inputs, or loaded from ``cfg.init_checkpoint``.
 
-    The checkpoint is a local folder written by ``save_pretrained``; its head is replaced when the number of
-    outputs differs. Attention runs in the ``eager`` implementation so attention maps are available.
+    The checkpoint is a local folder written by ``save_pretrained``, read through :func:`load_pretrained`
+    (safetensors only, checked first); its head is replaced when the number of outputs differs. Attention
+    runs in the ``eager`` implementation so attention maps are available.
     """
     channels, height, width = input_shape
     if cfg.init_checkpoint:
@@ -30,11 +31,11 @@ def build_teacher(
                 f"teacher.init_checkpoint: {folder} is not a folder with a config.json "
                 "(save_pretrained output)"
             )
-        model = ViTForImageClassification.from_pretrained(
+        model = load_pretrained(
+            ViTForImageClassification,
             folder,
             ignore_mismatched_sizes=True,
             **head_kwargs(task),
-            use_safetensors=True,
             attn_implementation="eager",
             image_size=(height, width),
             num_channels=channels,
@@ -62,8 +63,5 @@ def build_teacher(
 
 
 def load_teacher(folder: str | Path) -> ViTForImageClassification:
-    """Load a trained teacher (safetensors only), in eval mode."""
-    model = ViTForImageClassification.from_pretrained(
-        Path(folder), use_safetensors=True, attn_implementation="eager"
-    )
-    return model.eval()
+    """Load a trained teacher (safetensors only, checked by :func:`load_pretrained`), in eval mode."""
+    return load_pretrained(ViTForImageClassification, folder, attn_implementation="eager").eval()

@@ -1,0 +1,92 @@
+"""The training loop repeats exactly on the CPU, resumes exactly, and stops cleanly on a non-finite loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from audiokd.checkpoint import Checkpointer
+from audiokd.config import StudentConfig
+from audiokd.data.features import SplitData
+from audiokd.distill.losses import hard_mse
+from audiokd.models.student import build_student
+from audiokd.tasks import Task
+from audiokd.training import FitSettings, TrainingError, fit, seed_everything
+
+TASK = Task("regression", ("a", "b"))
+
+SHAPE = (1, 32, 64)
+# dropout on, so the resumed run must also get the global torch RNG right
+TINY = StudentConfig(
+    hidden_sizes=(16, 16, 16), neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16), num_heads=2, dropout=0.3
+)
+SETTINGS = FitSettings(epochs=4, batch_size=8, lr=0.01, weight_decay=0.01, seed=0, device=torch.device("cpu"))
+
+
+def _data() -> tuple[SplitData, SplitData]:
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(32, *SHAPE, generator=g)
+    y = torch.stack([x.mean(dim=(1, 2, 3)), x[:, :, :16].std(dim=(1, 2, 3))], dim=1)
+    return SplitData(x[:24], y[:24]), SplitData(x[24:], y[24:])
+
+
+class Objective:
+    """MSE to the labels; ``stop_at`` raises Ctrl-C before that call, as a user pressing it would."""
+
+    def __init__(self, stop_at: int | None = None, nan_from: int | None = None) -> None:
+        self.calls = 0
+        self.stop_at, self.nan_from = stop_at, nan_from
+
+    def __call__(self, net, x, y, idx):
+        self.calls += 1
+        if self.calls == self.stop_at:
+            raise KeyboardInterrupt
+        hard = hard_mse(net(pixel_values=x).logits, y)
+        # a second term that diverges from a given step on, as a KD term with a too-high rate can
+        soft = hard * (float("nan") if self.nan_from and self.calls >= self.nan_from else 0.0)
+        return {"hard": hard, "soft": soft, "total": hard + soft}
+
+
+def _run(objective: Objective, ckpt: Checkpointer | None = None):
+    seed_everything(0)  # what a fresh stage process does before it builds the model
+    model = build_student(TINY, SHAPE, TASK)
+    train, val = _data()
+    result = fit(model, objective, train, val, TASK, SETTINGS, checkpoint=ckpt)
+    return result, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.slow
+def test_two_clean_runs_are_identical_and_a_resumed_run_matches_them(tmp_path):
+    first, w1 = _run(Objective())
+    second, w2 = _run(Objective())
+    assert first.history == second.history and _same(w1, w2)
+
+    ckpt = Checkpointer("teacher", {"params": "p"}, tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        _run(Objective(stop_at=8), ckpt)  # Ctrl-C in the 2nd step of epoch 3 (3 steps per epoch)
+    assert ckpt.saved_epoch == 2
+
+    resumed_ckpt = Checkpointer("teacher", {"params": "p"}, tmp_path)
+    assert resumed_ckpt.load() is not None
+    resumed, w3 = _run(Objective(), resumed_ckpt)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history == first.history
+    assert (resumed.best_epoch, resumed.best_score) == (first.best_epoch, first.best_score)
+    assert _same(w3, w1)
+
+
+@pytest.mark.slow
+def test_a_nonfinite_term_stops_training_naming_step_term_and_the_kept_checkpoint(tmp_path):
+    ckpt = Checkpointer("distill", {"params": "p"}, tmp_path)
+    with pytest.raises(TrainingError) as err:
+        _run(Objective(nan_from=5), ckpt)  # the 2nd step of epoch 2
+    msg = str(err.value)
+    assert "non-finite loss at epoch 2, step 5" in msg
+    assert "term(s) soft, total" in msg and "hard" not in msg.split("term(s)")[1].split("=")[0]
+    assert f"end of epoch 1) is kept in {ckpt.path}" in msg and "\n" not in msg
+    kept = Checkpointer("distill", {"params": "p"}, tmp_path)
+    assert kept.load() is not None and kept.saved_epoch == 1
