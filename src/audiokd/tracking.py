@@ -1,7 +1,9 @@
 """Everything MLflow: the store, runs and their names and tags, metric names, model logging.
 
 Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlruns/mlflow.db`` with artifacts under
-``mlruns/artifacts`` (MLflow 3 refuses to create a plain ``./mlruns`` file store).
+``mlruns/artifacts`` (MLflow 3 refuses to create a plain ``./mlruns`` file store). ``mlruns/`` is that of
+the DVC repository (``DVC_ROOT``), so queued experiments, which DVC runs in a temporary copy under
+``.dvc/tmp/exps``, log to the same store as ``dvc repro``.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from audiokd.config import flatten
 
 log = logging.getLogger(__name__)
 
-STORE_DIR = Path("mlruns")
+
+def store_dir() -> Path:
+    """``mlruns/`` of the repository root: ``DVC_ROOT`` under DVC (the main workspace even for a queued
+    experiment's temporary copy), else the current folder."""
+    return Path(os.environ.get("DVC_ROOT") or ".") / "mlruns"
 
 
 def default_uri() -> str:
     """The project's own store: sqlite under ``mlruns/``."""
-    return f"sqlite:///{(STORE_DIR / 'mlflow.db').resolve()}"
+    return f"sqlite:///{(store_dir() / 'mlflow.db').resolve()}"
 
 
 def tracking_uri() -> str:
@@ -39,14 +45,14 @@ def _artifact_location(uri: str) -> str | None:
     # note: mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI, so compare URIs rather than test the env
     if uri != default_uri():
         return None  # a server (or the user's own store) decides where artifacts go
-    return (STORE_DIR / "artifacts").resolve().as_uri()
+    return (store_dir() / "artifacts").resolve().as_uri()
 
 
 def setup(experiment: str) -> str:
     """Point MLflow at the store and make sure ``experiment`` exists; returns its id."""
     uri = tracking_uri()
     if uri == default_uri():
-        STORE_DIR.mkdir(parents=True, exist_ok=True)
+        store_dir().mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
