@@ -97,6 +97,9 @@ def _local_model(folder: Path, prep: Preprocessor) -> Model:
                 f"{folder}: the student takes inputs {shape} but the features give {prep.shape}; "
                 "rerun `dvc repro` so both come from the same params"
             )
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a "Loading weights" bar per call would clutter the CLI's output
     model = load_student(folder)
     return lambda x: model(pixel_values=x).logits.numpy()
 
