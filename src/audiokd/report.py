@@ -95,13 +95,15 @@ def _table(metrics: dict[str, Any], models: list[str], targets: list[str]) -> li
     rows = [head, "|---|" + "---:|" * len(models)]
 
     def row(label: str, cells: list[str]) -> None:
+        """Append one table row."""
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
 
     for t in targets:
         row(f"CCC {t}", [f"{metrics[m]['ccc'][t]:.4f}" for m in models])
     row("**CCC mean**", [f"**{metrics[m]['ccc_mean']:.4f}**" for m in models])
     teacher = metrics["teacher"]["ccc_mean"]
-    row("retention (of the teacher's CCC)", [f"{metrics[m]['ccc_mean'] / teacher:.3f}" for m in models])
+    retention = [f"{metrics[m]['ccc_mean'] / teacher:.3f}" if teacher else "n/a" for m in models]
+    row("retention (of the teacher's CCC)", retention)
     row("parameters", [f"{metrics[m]['params']:,}" for m in models])
     row("size MB", [f"{metrics[m]['size_mb']:.2f}" for m in models])
     row("latency ms (CPU, batch 1)", [f"{metrics[m]['latency_ms']:.2f}" for m in models])

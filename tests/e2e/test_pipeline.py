@@ -190,7 +190,10 @@ def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
 def test_baseline_disabled_writes_a_marker_and_evaluate_leaves_the_keys_out(pipeline):
     repo = pipeline.repo
     text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text.replace("baseline: {enabled: true}", "baseline: {enabled: false}"))
+    params = yaml.safe_load(text)
+    assert params["baseline"]["enabled"] is True
+    params["baseline"]["enabled"] = False
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     try:
         proc = pipeline.sh("dvc", "repro")
         assert pipeline.ran(proc.stdout) == ["baseline", "evaluate"]
