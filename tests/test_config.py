@@ -49,6 +49,9 @@ def test_default_params_comment_every_key(repo_root):
         ("synthetic", {"clips": 5}, "synthetic.clips = 5 is out of range"),
         ("student", {"hidden_sizes": [64, 80]}, "student.hidden_sizes: expected a list of exactly 3"),
         ("runtime", {"device": "tpu"}, "runtime.device = 'tpu' is not allowed"),
+        ("baseline", {"enabled": "yes"}, "baseline.enabled: expected true or false, got 'yes'"),
+        ("baseline", {"enable": True}, "baseline.enable: unknown key"),
+        ("tracking", {"registered_model": "a b"}, "tracking.registered_model = 'a b': use letters"),
     ],
 )
 def test_bad_values_name_the_key(repo_root, section, patch, message):

@@ -99,14 +99,77 @@ def _summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from audiokd.predict import PredictError, Preprocessor, format_line, load_model, predict_files
+
+    try:
+        prep = Preprocessor.load(args.features)
+        model = load_model(args.model, prep, onnx=args.onnx)
+    except PredictError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    status = 0
+    for path, values, error in predict_files(args.paths, model, prep):
+        if error is not None:
+            print(f"error: {error}", file=sys.stderr)
+            status = 2
+        else:
+            assert values is not None
+            print(format_line(path, values), flush=True)
+    return status
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from audiokd.registry import RegistryError, promote
+
+    try:
+        name = args.name or load_section(read_params(args.params), "tracking").registered_model
+        if not name:
+            raise ConfigError(f"{args.params}: tracking.registered_model is empty; pass --name")
+        version, previous = promote(name, args.version, args.from_alias, args.alias)
+    except (ConfigError, RegistryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    was = f"was version {previous}" if previous is not None else "new alias"
+    print(f"{name} version {version} is now @{args.alias} ({was}); load it as models:/{name}@{args.alias}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``audiokd summary``: print the teacher/student summary of a metrics.json."""
+    """``audiokd summary | predict | promote``: the summary, the student on audio files, registry aliases."""
     parser = argparse.ArgumentParser(prog="audiokd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="print the teacher vs student summary")
     s.add_argument("metrics", nargs="?", default="reports/metrics.json")
     s.set_defaults(func=_summary)
+    p = sub.add_parser("predict", help="predict the targets of audio files with the student")
+    p.add_argument(
+        "paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ...: any soundfile reads)"
+    )
+    p.add_argument(
+        "--model",
+        default="models/student",
+        help="student folder, or an MLflow model URI such as models:/audiokd-student@champion "
+        "(default: models/student)",
+    )
+    p.add_argument(
+        "--features", default="data/features", help="features folder with meta.json and stats.json"
+    )
+    p.add_argument("--onnx", action="store_true", help="run <model folder>/model.onnx with onnxruntime")
+    p.set_defaults(func=_predict)
+    r = sub.add_parser("promote", help="point a registry alias (champion) at a registered student version")
+    r.add_argument("--version", type=int, help="version to promote (default: the one --from-alias names)")
+    r.add_argument(
+        "--from-alias", default="candidate", help="alias whose version is promoted (default: candidate)"
+    )
+    r.add_argument("--alias", default="champion", help="alias to set (default: champion)")
+    r.add_argument("--name", help="registered model (default: tracking.registered_model of --params)")
+    r.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    r.set_defaults(func=_promote)
     args = parser.parse_args(argv)
+    if args.command != "summary":
+        setup_logging()
+        logging.getLogger("audiokd").setLevel(logging.WARNING)
     return int(args.func(args))
 
 

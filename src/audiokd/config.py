@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Any, TypeVar
 import yaml
 
 T = TypeVar("T")
+
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._-]*")
 
 
 class ConfigError(ValueError):
@@ -170,9 +173,17 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class TrackingConfig:
-    """MLflow experiment; the store comes from MLFLOW_TRACKING_URI or mlruns/."""
+    """MLflow experiment and registered model; the store comes from MLFLOW_TRACKING_URI or mlruns/."""
 
     experiment: str = "audiokd"
+    registered_model: str = "audiokd-student"
+
+
+@dataclass(frozen=True)
+class BaselineConfig:
+    """The no-KD baseline: the same student and budget as distill, trained on the labels alone."""
+
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,7 @@ SECTIONS: dict[str, type] = {
     "evaluate": EvaluateConfig,
     "tracking": TrackingConfig,
     "runtime": RuntimeConfig,
+    "baseline": BaselineConfig,
 }
 
 
@@ -305,6 +317,11 @@ def _cross_check(obj: Any, prefix: str) -> None:
         raise ConfigError(f"{prefix}.hidden_sizes must all be divisible by {prefix}.num_heads")
     if isinstance(obj, StudentConfig) and obj.vit_hidden_size % obj.num_heads:
         raise ConfigError(f"{prefix}.vit_hidden_size must be divisible by {prefix}.num_heads")
+    if isinstance(obj, TrackingConfig) and not _MODEL_NAME.fullmatch(obj.registered_model):
+        raise ConfigError(
+            f"{prefix}.registered_model = {obj.registered_model!r}: use letters, digits, '.', '_', '-' "
+            "(empty = do not register)"
+        )
     if isinstance(obj, DataConfig) and len(set(obj.targets)) != len(obj.targets):
         raise ConfigError(f"{prefix}.targets: names must be unique, got {list(obj.targets)}")
     if isinstance(obj, DataConfig) and len(set(obj.labels)) != len(obj.labels):

@@ -1,9 +1,8 @@
-"""The evaluate stage: teacher vs student on the test split (quality, size, latency), metrics, plot data."""
+"""The evaluate stage: teacher vs student (and no-KD student) on the test split; metrics, plots, report."""
 
 from __future__ import annotations
 
 import logging
-import shutil
 import statistics
 import time
 from pathlib import Path
@@ -13,14 +12,18 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
 
 from audiokd.config import DataConfig, EvaluateConfig, TrackingConfig
 from audiokd.data.features import FeatureSet, check_targets
+from audiokd.distill.baseline import trained
 from audiokd.io import read_json, write_json
 from audiokd.models import count_params, predict, weights_size_mb
 from audiokd.models.student import load_student
 from audiokd.models.teacher import load_teacher
-from audiokd.tracking import setup
+from audiokd.registry import CANDIDATE, register_candidate
+from audiokd.report import write_report
+from audiokd.tracking import setup, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -96,81 +99,158 @@ def evaluate(
     student_dir: str | Path,
     metrics_path: str | Path,
     plots_dir: str | Path,
+    baseline_dir: str | Path | None = None,
+    report_path: str | Path | None = None,
+    figures_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Score both models on the test split; write ``metrics.json`` (schema in the design notes) and plot data.
+    """Score the models on the test split; write ``metrics.json`` (schema in the design notes) and plot data.
 
-    ``plots_dir`` receives ``{teacher,student}_history.csv`` (per-epoch losses) and
-    ``{teacher,student}_predictions.csv`` (target, label, predicted). The test metrics are also logged to
-    the student's MLflow run, with ``metrics.json`` as an artifact.
+    ``plots_dir`` receives ``<model>_history.csv`` (per-epoch losses) and ``<model>_predictions.csv``
+    (target, label, predicted) for ``teacher``, ``student`` and, when ``baseline_dir`` holds a trained
+    no-KD student, ``student_no_kd`` (then ``metrics.json`` gains ``student_no_kd`` and ``kd_gain``).
+    ``report_path`` (with ``figures_dir``) receives the markdown report and its PNG figures. The test
+    metrics, report and figures go to the student's MLflow run, and the student is registered under
+    ``tracking.registered_model`` with alias ``candidate`` (unless that name is empty).
     """
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
-    teacher_dir, student_dir, plots_dir = Path(teacher_dir), Path(student_dir), Path(plots_dir)
+    folders = {"teacher": Path(teacher_dir), "student": Path(student_dir)}
+    if baseline_dir is not None and trained(baseline_dir):
+        folders["student_no_kd"] = Path(baseline_dir)
     test = fs.split("test")
     y_true = fs.raw_targets("test")
-    teacher, student = load_teacher(teacher_dir), load_student(student_dir)
-    t_rep, t_pred = _model_report(teacher, teacher_dir, fs, test.x, y_true, cfg)
-    s_rep, s_pred = _model_report(student, student_dir, fs, test.x, y_true, cfg)
-    primary = fs.task.primary
+    reports, preds = {}, {}
+    for name, folder in folders.items():
+        model = load_teacher(folder) if name == "teacher" else load_student(folder)
+        reports[name], preds[name] = _model_report(model, folder, fs, test.x, y_true, cfg)
+    t_rep, s_rep = reports["teacher"], reports["student"]
+    key = fs.task.primary
     metrics = {
-        "teacher": t_rep,
-        "student": s_rep,
-        "retention": s_rep[primary] / t_rep[primary] if t_rep[primary] else float("nan"),
+        **reports,
+        "retention": s_rep[key] / t_rep[key] if t_rep[key] else float("nan"),
         "compression": t_rep["params"] / s_rep["params"],
         "speedup": t_rep["latency_ms"] / s_rep["latency_ms"],
     }
+    if "student_no_kd" in reports:
+        metrics["kd_gain"] = s_rep[key] - reports["student_no_kd"][key]
+    plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    for name, folder, pred in (("teacher", teacher_dir, t_pred), ("student", student_dir, s_pred)):
-        shutil.copyfile(folder / "history.csv", plots_dir / f"{name}_history.csv")
+    histories = {name: pd.read_csv(folder / "history.csv") for name, folder in folders.items()}
+    for name, pred in preds.items():
+        histories[name].to_csv(plots_dir / f"{name}_history.csv", index=False)
         _predictions_table(pred, y_true, fs.targets).to_csv(
             plots_dir / f"{name}_predictions.csv", index=False
         )
     write_json(metrics_path, metrics)
-    _log_to_student_run(student_dir, tracking, metrics, Path(metrics_path))
+    setup(tracking.experiment)
+    registered = _register(folders["student"], tracking)
+    figures: list[Path] = []
+    if report_path is not None:
+        figures_dir = Path(figures_dir) if figures_dir is not None else Path(report_path).parent / "figures"
+        figures = write_report(
+            metrics, fs.targets, histories, preds, y_true, report_path, figures_dir, registered
+        )
+    _log_to_runs(folders, metrics, Path(metrics_path), report_path, figures)
     return metrics
 
 
-def _log_to_student_run(
-    student_dir: Path, tracking: TrackingConfig, metrics: dict[str, Any], metrics_path: Path
-) -> None:
-    """Attach the test metrics to the distill run, so MLflow compares runs on test quality too."""
-    run_id = read_json(student_dir / "meta.json").get("run_id")
+def _tracked_run(folder: Path) -> str | None:
+    """The MLflow run id in ``folder/meta.json`` if the store holds that run, else None (with a warning).
+
+    A run can be missing when the store was reset, or when DVC restored the folder from its run cache after
+    the run was logged to another store.
+    """
+    run_id = read_json(folder / "meta.json").get("run_id")
     if not run_id:
-        return
-    setup(tracking.experiment)
-    flat = {
-        "test/retention": metrics["retention"],
-        "test/compression": metrics["compression"],
-        "test/speedup": metrics["speedup"],
-    }
-    for model in ("teacher", "student"):
-        for key, value in metrics[model].items():
-            if key in QUALITY_KEYS:
-                flat[f"test/{model}_{key}"] = value
-    flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"].get("ccc", {}).items()})
+        return None
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+    except MlflowException:
+        log.warning("%s: MLflow run %s is not in %s; not logging to it", folder, run_id, tracking_uri())
+        return None
+    return str(run_id)
+
+
+def _register(student_dir: Path, tracking: TrackingConfig) -> str | None:
+    """Register the student under ``tracking.registered_model`` with alias ``candidate``; a label or None."""
+    model_uri = read_json(student_dir / "meta.json").get("model_uri")
+    run_id = _tracked_run(student_dir)
+    if not tracking.registered_model or not model_uri or not run_id:
+        return None
+    name = tracking.registered_model
+    version = register_candidate(name, model_uri, run_id)
+    return f"`{name}` version {version} (`models:/{name}@{CANDIDATE}`)"
+
+
+def _log_to_runs(
+    folders: dict[str, Path],
+    metrics: dict[str, Any],
+    metrics_path: Path,
+    report_path: str | Path | None,
+    figures: list[Path],
+) -> None:
+    """Attach the test metrics, report and figures to the distill run (and the no-KD run's own scores)."""
     client = mlflow.MlflowClient()
-    for k, v in flat.items():
-        client.log_metric(run_id, k, float(v))
-    client.log_artifact(run_id, str(metrics_path), artifact_path="reports")
+    run_id = _tracked_run(folders["student"])
+    if run_id:
+        flat = {
+            "test/retention": metrics["retention"],
+            "test/compression": metrics["compression"],
+            "test/speedup": metrics["speedup"],
+        }
+        for model in ("teacher", "student", "student_no_kd"):
+            for key, value in metrics.get(model, {}).items():
+                if key in QUALITY_KEYS:
+                    flat[f"test/{model}_{key}"] = value
+        flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"].get("ccc", {}).items()})
+        if "kd_gain" in metrics:
+            flat["test/kd_gain"] = metrics["kd_gain"]
+        for k, v in flat.items():
+            client.log_metric(run_id, k, float(v))
+        client.log_artifact(run_id, str(metrics_path), artifact_path="reports")
+        if report_path is not None:
+            client.log_artifact(run_id, str(report_path), artifact_path="report")
+            for fig in figures:
+                client.log_artifact(run_id, str(fig), artifact_path=f"report/{fig.parent.name}")
+    base_run = _tracked_run(folders["student_no_kd"]) if "student_no_kd" in folders else None
+    if base_run:
+        # the same metric names as the distill runs', so MLflow's compare view lines the baseline up with them
+        no_kd = metrics["student_no_kd"]
+        for key in QUALITY_KEYS:
+            if key in no_kd:
+                client.log_metric(base_run, f"test/student_{key}", float(no_kd[key]))
+        for k, v in no_kd.get("ccc", {}).items():
+            client.log_metric(base_run, f"test/student_ccc_{k}", float(v))
 
 
 def summary(metrics: dict[str, Any]) -> str:
-    """A short human-readable summary of ``metrics.json`` (regression or classification)."""
-    t, s = metrics["teacher"], metrics["student"]
-    key = "ccc_mean" if "ccc_mean" in s else "accuracy"
-    title = "CCC mean" if key == "ccc_mean" else "accuracy"
-    lines = [f"{'':10}{title:>10}{'params':>12}{'size MB':>10}{'latency ms':>12}"]
-    for name, m in (("teacher", t), ("student", s)):
+    """A short human-readable summary of ``metrics.json`` (with the no-KD student and KD gain if present)."""
+    models = [m for m in ("teacher", "student", "student_no_kd") if m in metrics]
+    key = "ccc_mean" if "ccc_mean" in metrics["student"] else "accuracy"
+    unit = "CCC" if key == "ccc_mean" else "accuracy"
+    lines = [
+        f"{'':14}{'CCC mean' if key == 'ccc_mean' else 'accuracy':>10}{'params':>12}{'size MB':>10}"
+        f"{'latency ms':>12}"
+    ]
+    for name in models:
+        m = metrics[name]
+        label = "student no-KD" if name == "student_no_kd" else name
         lines.append(
-            f"{name:10}{m[key]:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
+            f"{label:14}{m[key]:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
         )
     lines.append(
-        f"retention {metrics['retention']:.3f} of the teacher's {title}, compression "
+        f"retention {metrics['retention']:.3f} of the teacher's {unit}, compression "
         f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x (CPU, batch 1)"
     )
     if key == "ccc_mean":
-        targets = ", ".join(f"{k} {v:.3f}" for k, v in s["ccc"].items())
+        targets = ", ".join(f"{k} {v:.3f}" for k, v in metrics["student"]["ccc"].items())
         lines.append(f"student CCC per target: {targets}")
     else:
-        lines.append(f"student macro F1 {s['macro_f1']:.3f} (teacher {t['macro_f1']:.3f})")
+        lines.append(f"student macro F1 {metrics['student']['macro_f1']:.3f}")
+    if "kd_gain" in metrics:
+        gain = metrics["kd_gain"]
+        verdict = "KD helps" if gain > 0 else "KD does not help here: the no-KD student is as good or better"
+        lines.append(
+            f"KD gain {gain:+.4f} {unit} over the same student trained without a teacher ({verdict})"
+        )
     return "\n".join(lines)

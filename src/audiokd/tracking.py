@@ -3,7 +3,8 @@
 Store: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///mlruns/mlflow.db`` with artifacts under
 ``mlruns/artifacts`` (MLflow 3 refuses to create a plain ``./mlruns`` file store). :func:`setup` checks
 that the store answers and takes writes before a stage trains, with a short timeout: MLflow's own HTTP
-client retries an unreachable server for minutes.
+client retries an unreachable server for minutes. ``mlruns/`` is that of the
+repository, also for queued experiments that DVC runs in a temporary copy under ``.dvc/tmp/exps``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ def project_root(cwd: Path | None = None) -> Path:
 
 
 def store_dir() -> Path:
-    """The default store folder: ``<project root>/mlruns``."""
-    return project_root() / STORE_DIR
+    """The default store folder: ``<project root>/mlruns`` (from ``DVC_ROOT`` under DVC, else the cwd)."""
+    root = os.environ.get("DVC_ROOT")
+    return project_root(Path(root) if root else None) / STORE_DIR
 
 
 def default_uri() -> str:

@@ -3,38 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
 import yaml
-from e2e_helpers import DVC, env, make_repo, ran, run
 
 pytestmark = pytest.mark.slow
 
-STAGES = ["synthesize", "prepare", "preprocess", "train_teacher", "distill", "evaluate"]
-
-
-def _run(cmd: list[str], repo: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    return run(cmd, repo, timeout)
-
-
-def _env(repo: Path) -> dict[str, str]:
-    return env()
-
-
-def _ran(output: str) -> list[str]:
-    return ran(output)
-
-
-@pytest.fixture(scope="module")
-def pipeline(tmp_path_factory) -> tuple[Path, str]:
-    """A git clone-like copy of the repo with tiny params, after one `dvc repro`."""
-    repo = make_repo(tmp_path_factory.mktemp("repo"))
-    proc = _run([DVC, "repro"], repo)
-    return repo, proc.stdout + proc.stderr
+STAGES = ["synthesize", "prepare", "preprocess", "train_teacher", "distill", "baseline", "evaluate"]
+MODEL_KEYS = {"ccc_mean", "ccc", "params", "size_mb", "latency_ms"}
 
 
 def _declared_outputs(repo: Path) -> list[Path]:
@@ -48,34 +28,47 @@ def _declared_outputs(repo: Path) -> list[Path]:
 
 
 def test_every_stage_ran_and_every_output_exists(pipeline):
-    repo, output = pipeline
-    assert _ran(output) == STAGES
+    repo = pipeline.repo
+    assert pipeline.ran(pipeline.output) == STAGES
     for path in _declared_outputs(repo):
         assert path.exists(), f"{path} missing"
     for f in ("config.json", "model.safetensors", "history.csv", "meta.json"):
-        assert (repo / "models" / "teacher" / f).is_file()
-        assert (repo / "models" / "student" / f).is_file()
+        for model in ("teacher", "student", "student_no_kd"):
+            assert (repo / "models" / model / f).is_file(), (model, f)
     assert (repo / "models" / "teacher" / "predictions" / "train.npy").is_file()
-    for f in (
-        "teacher_history.csv",
-        "student_history.csv",
-        "teacher_predictions.csv",
-        "student_predictions.csv",
-    ):
-        assert (repo / "reports" / "plots" / f).is_file()
+    for model in ("teacher", "student", "student_no_kd"):
+        for kind in ("history", "predictions"):
+            assert (repo / "reports" / "plots" / f"{model}_{kind}.csv").is_file()
 
 
 def test_metrics_follow_the_schema(pipeline):
-    repo, _ = pipeline
-    m = json.loads((repo / "reports" / "metrics.json").read_text())
-    assert set(m) == {"teacher", "student", "retention", "compression", "speedup"}
-    for model in ("teacher", "student"):
-        assert set(m[model]) == {"ccc_mean", "ccc", "params", "size_mb", "latency_ms"}
+    m = json.loads((pipeline.repo / "reports" / "metrics.json").read_text())
+    assert set(m) == {"teacher", "student", "student_no_kd", "retention", "compression", "speedup", "kd_gain"}
+    for model in ("teacher", "student", "student_no_kd"):
+        assert set(m[model]) == MODEL_KEYS
         assert set(m[model]["ccc"]) == {"arousal", "valence"}
         assert -1 <= m[model]["ccc_mean"] <= 1
         assert m[model]["params"] > 0 and m[model]["size_mb"] > 0 and m[model]["latency_ms"] > 0
     assert m["compression"] == pytest.approx(m["teacher"]["params"] / m["student"]["params"])
     assert m["speedup"] == pytest.approx(m["teacher"]["latency_ms"] / m["student"]["latency_ms"])
+    assert m["kd_gain"] == pytest.approx(m["student"]["ccc_mean"] - m["student_no_kd"]["ccc_mean"])
+    assert m["student_no_kd"]["params"] == m["student"]["params"]  # the same student, without the teacher
+
+
+def test_report_and_figures(pipeline):
+    repo = pipeline.repo
+    m = json.loads((repo / "reports" / "metrics.json").read_text())
+    text = (repo / "reports" / "report.md").read_text()
+    assert "| | teacher | student (KD) | student without KD |" in text
+    assert f"KD gain {m['kd_gain']:+.4f} CCC" in text
+    assert f"| **CCC mean** | **{m['teacher']['ccc_mean']:.4f}** |" in text
+    assert f"| parameters | {m['teacher']['params']:,} | {m['student']['params']:,} |" in text
+    for png in ("losses.png", "val_ccc.png", "scatter.png"):
+        assert f"](figures/{png})" in text
+        data = (repo / "reports" / "figures" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+    summary = pipeline.sh("audiokd", "summary").stdout
+    assert "student no-KD" in summary and f"KD gain {m['kd_gain']:+.4f}" in summary
 
 
 def test_mlflow_runs_metric_names_and_model(pipeline):
@@ -83,13 +76,13 @@ def test_mlflow_runs_metric_names_and_model(pipeline):
 
     from audiokd.models.student import load_student
 
-    repo, _ = pipeline
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    repo = pipeline.repo
+    client = pipeline.client()
     exp = client.get_experiment_by_name("audiokd-e2e")
     assert exp is not None and exp.artifact_location.startswith((repo / "mlruns" / "artifacts").as_uri())
     runs = {r.data.tags["stage"]: r for r in client.search_runs([exp.experiment_id])}
-    assert set(runs) == {"train_teacher", "distill"}
-    teacher, student = runs["train_teacher"], runs["distill"]
+    assert set(runs) == {"train_teacher", "distill", "baseline"}
+    teacher, student, no_kd = runs["train_teacher"], runs["distill"], runs["baseline"]
     assert all(r.info.status == "FINISHED" for r in runs.values())
     assert student.data.tags["teacher_run_id"] == teacher.info.run_id
     assert student.info.run_name == "distill T=2 a=0.5 b=0 g=0 soft=kl"
@@ -100,58 +93,90 @@ def test_mlflow_runs_metric_names_and_model(pipeline):
     assert len(steps) == 2 * 3  # 24 train clips, batch 8, 2 epochs: a point per step
     assert len(client.get_metric_history(student.info.run_id, "val/ccc_mean")) == 2
     assert student.data.params["distill.temperature"] == "2.0"
-    assert "test/student_ccc_mean" in client.get_run(student.info.run_id).data.metrics
+    logged = client.get_run(student.info.run_id).data.metrics
+    assert {"test/student_ccc_mean", "test/kd_gain", "test/student_no_kd_ccc_mean"} <= set(logged)
+    artifacts = {a.path for a in client.list_artifacts(student.info.run_id, "report/figures")}
+    assert artifacts == {f"report/figures/{f}" for f in ("losses.png", "val_ccc.png", "scatter.png")}
+
+    # the no-KD baseline: same budget, no teacher, its own run
+    assert no_kd.info.run_name == "baseline no-KD a=1 b=0 g=0"
+    assert no_kd.data.params["distill.alpha"] == "1.0" and no_kd.data.params["distill.epochs"] == "2"
+    assert no_kd.data.tags["kd.teacher"] == "none" and "teacher_run_id" not in no_kd.data.tags
+    assert "test/student_ccc_mean" in client.get_run(no_kd.info.run_id).data.metrics
 
     meta = json.loads((repo / "models" / "student" / "meta.json").read_text())
-    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
-    logged = mlflow.pytorch.load_model(meta["model_uri"])
+    mlflow.set_tracking_uri(pipeline.store)
+    logged_model = mlflow.pytorch.load_model(meta["model_uri"])
     saved = load_student(repo / "models" / "student")
-    x = torch.from_numpy(__import__("numpy").load(repo / "data" / "features" / "test" / "x.npy"))
+    x = torch.from_numpy(np.load(repo / "data" / "features" / "test" / "x.npy"))
     with torch.no_grad():
         expected = saved(pixel_values=x).logits
-        got = torch.cat([logged(x[i : i + 1]) for i in range(len(x))])
+        got = torch.cat([logged_model(x[i : i + 1]) for i in range(len(x))])
     assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
 
 
+def test_registry_candidate_then_promote_to_champion(pipeline):
+    client = pipeline.client()
+    meta = json.loads((pipeline.repo / "models" / "student" / "meta.json").read_text())
+    candidate = client.get_model_version_by_alias("audiokd-e2e-student", "candidate")
+    assert candidate.run_id == meta["run_id"]
+    proc = pipeline.sh("audiokd", "promote")
+    assert f"audiokd-e2e-student version {candidate.version} is now @champion" in proc.stdout
+    assert client.get_model_version_by_alias("audiokd-e2e-student", "champion").version == candidate.version
+    bad = pipeline.sh("audiokd", "promote", "--version", "99", check=False)
+    assert bad.returncode == 2
+    assert "error: audiokd-e2e-student version 99: no such version" in bad.stderr.splitlines()
+
+
+def test_predict_wav_and_flac_from_folder_and_registry(pipeline, tmp_path):
+    sr = 44100
+    t = np.arange(int(1.3 * sr)) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 330 * t)).astype(np.float32)
+    sf.write(tmp_path / "a.wav", np.stack([tone, 0.5 * tone], axis=1), sr)  # stereo, 44.1 kHz
+    sf.write(tmp_path / "b.flac", tone[::2], sr // 2)  # mono flac, 22.05 kHz
+    files = [str(tmp_path / "a.wav"), str(tmp_path / "b.flac")]
+    local = pipeline.sh("audiokd", "predict", *files).stdout.splitlines()
+    assert [line.split("  ")[0] for line in local] == files
+    for line in local:
+        fields = dict(f.split("=") for f in line.split("  ")[1:])
+        assert set(fields) == {"arousal", "valence"} and all(np.isfinite(float(v)) for v in fields.values())
+    pipeline.sh("audiokd", "promote")
+    registry = pipeline.sh("audiokd", "predict", "--model", "models:/audiokd-e2e-student@champion", *files)
+    assert registry.stdout.splitlines() == local  # the registered model is the saved student
+    missing = pipeline.sh("audiokd", "predict", "missing.wav", check=False)
+    assert missing.returncode == 2 and "error: missing.wav: no such file" in missing.stderr.splitlines()
+
+
 def test_second_repro_is_a_no_op_and_temperature_reruns_only_distill_and_evaluate(pipeline):
-    repo, _ = pipeline
-    dvc = str(Path(sys.executable).parent / "dvc")
-    again = _run([dvc, "repro"], repo)
-    assert _ran(again.stdout) == []
+    repo = pipeline.repo
+    again = pipeline.sh("dvc", "repro")
+    assert pipeline.ran(again.stdout) == []
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["distill"]["temperature"] = 6.0
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = _run([dvc, "repro"], repo)
-    assert _ran(changed.stdout) == ["distill", "evaluate"]
+    changed = pipeline.sh("dvc", "repro")
+    assert pipeline.ran(changed.stdout) == ["distill", "evaluate"]  # the no-KD baseline is not retrained
 
 
 def test_misspelled_key_reruns_the_stage_and_is_refused(pipeline):
-    repo, _ = pipeline
-    dvc = str(Path(sys.executable).parent / "dvc")
+    repo = pipeline.repo
     text = (repo / "params.yaml").read_text()
     (repo / "params.yaml").write_text(text.replace("  alpha: 0.5", "  alpha: 0.5\n  alhpa: 0.2"))
     before = (repo / "models" / "student" / "model.safetensors").read_bytes()
-    proc = subprocess.run(
-        [dvc, "repro"], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=600
-    )
+    proc = pipeline.sh("dvc", "repro", check=False, timeout=600)
     (repo / "params.yaml").write_text(text)
     assert proc.returncode != 0
     assert "error: distill.alhpa: unknown key" in proc.stderr + proc.stdout
     # DVC removes a stage's outputs before it runs; they come back from its cache
-    _run([dvc, "checkout"], repo)
+    pipeline.sh("dvc", "checkout")
     assert (repo / "models" / "student" / "model.safetensors").read_bytes() == before
 
 
 def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
-    import mlflow
-
-    repo, _ = pipeline
-    dvc = str(Path(sys.executable).parent / "dvc")
-    proc = _run([dvc, "exp", "run", "-S", "distill.beta=0.4", "-S", "distill.gamma=0.3"], repo)
-    assert _ran(proc.stdout) == ["distill", "evaluate"]
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("audiokd-e2e")
-    runs = client.search_runs([exp.experiment_id], "params.`distill.beta` = '0.4'")
+    proc = pipeline.sh("dvc", "exp", "run", "-S", "distill.beta=0.4", "-S", "distill.gamma=0.3")
+    assert pipeline.ran(proc.stdout) == ["distill", "evaluate"]
+    client = pipeline.client()
+    runs = pipeline.runs("params.`distill.beta` = '0.4'")
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
@@ -162,60 +187,26 @@ def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
         assert len(history) == 6 and all(m.value > 0 for m in history), name
 
 
-def test_augmentation_runs_the_teacher_live(pipeline):
-    import mlflow
-
-    repo, _ = pipeline
-    dvc = str(Path(sys.executable).parent / "dvc")
-    proc = _run([dvc, "exp", "run", "-S", "augment.freq_mask=4", "-S", "augment.mixup_alpha=0.4"], repo)
-    assert _ran(proc.stdout) == ["train_teacher", "distill", "evaluate"]
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("audiokd-e2e")
-    runs = client.search_runs(
-        [exp.experiment_id], "params.`augment.mixup_alpha` = '0.4' and tags.stage = 'distill'"
-    )
-    assert len(runs) == 1 and runs[0].data.tags["kd.teacher"] == "live"
-
-
-def test_classification_manifest_outside_the_repo(pipeline, tmp_path):
-    """A user's own CSV (absolute audio paths, string labels) through `dvc exp run -S data.manifest=...`."""
-    import pandas as pd
-
-    repo, _ = pipeline
-    embedded = pd.read_csv(repo / "data" / "embedded" / "manifest.csv")
-    data_dir = tmp_path / "my-data"
-    data_dir.mkdir()
-    for p in embedded["path"]:
-        (data_dir / Path(p).name).write_bytes((repo / "data" / "embedded" / p).read_bytes())
-    manifest = pd.DataFrame(
-        {
-            "path": [Path(p).name for p in embedded["path"]],
-            "mood": ["excited" if a > 0 else "calm" for a in embedded["arousal"]],
-        }
-    )
-    manifest.to_csv(data_dir / "labels.csv", index=False)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    args = [
-        "-S",
-        f"data.manifest={data_dir / 'labels.csv'}",
-        "-S",
-        "data.task=classification",
-        "-S",
-        "data.label_column=mood",
-    ]
-    proc = _run([dvc, "exp", "run", *args], repo)
-    assert _ran(proc.stdout) == ["prepare", "preprocess", "train_teacher", "distill", "evaluate"]
-    m = json.loads((repo / "reports" / "metrics.json").read_text())
-    for model in ("teacher", "student"):
-        assert set(m[model]) == {"accuracy", "macro_f1", "params", "size_mb", "latency_ms"}
-        assert 0 <= m[model]["accuracy"] <= 1
-    assert m["retention"] == pytest.approx(m["student"]["accuracy"] / m["teacher"]["accuracy"])
-    assert json.loads((repo / "models" / "student" / "labels.json").read_text()) == {
-        "labels": ["calm", "excited"]
-    }
-    config = json.loads((repo / "models" / "student" / "config.json").read_text())
-    assert config["id2label"] == {"0": "calm", "1": "excited"}
-    # new audio in the manifest's folder reruns prepare
-    (data_dir / "extra.wav").write_bytes((data_dir / Path(embedded["path"][0]).name).read_bytes())
-    status = _run([dvc, "status", "prepare"], repo)
-    assert "modified" in status.stdout and "labels.csv/.." in status.stdout
+def test_baseline_disabled_writes_a_marker_and_evaluate_leaves_the_keys_out(pipeline):
+    repo = pipeline.repo
+    text = (repo / "params.yaml").read_text()
+    params = yaml.safe_load(text)
+    assert params["baseline"]["enabled"] is True
+    params["baseline"]["enabled"] = False
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    try:
+        proc = pipeline.sh("dvc", "repro")
+        assert pipeline.ran(proc.stdout) == ["baseline", "evaluate"]
+        marker = json.loads((repo / "models" / "student_no_kd" / "meta.json").read_text())
+        assert marker["enabled"] is False
+        assert [p.name for p in (repo / "models" / "student_no_kd").iterdir()] == ["meta.json"]
+        m = json.loads((repo / "reports" / "metrics.json").read_text())
+        assert "student_no_kd" not in m and "kd_gain" not in m
+        assert "No no-KD baseline in this run" in (repo / "reports" / "report.md").read_text()
+        assert not (repo / "reports" / "plots" / "student_no_kd_history.csv").exists()
+    finally:
+        (repo / "params.yaml").write_text(text)
+    # back on: DVC's run cache restores the trained baseline instead of training it again
+    proc = pipeline.sh("dvc", "repro")
+    assert "baseline" not in pipeline.ran(proc.stdout)
+    assert "kd_gain" in json.loads((repo / "reports" / "metrics.json").read_text())

@@ -52,7 +52,7 @@ def _student_pass(
 def build_objective(
     cfg: DistillConfig,
     student: torch.nn.Module,
-    teacher_dir: Path,
+    teacher_dir: Path | None,
     cached_train: torch.Tensor | None,
     sample_x: torch.Tensor,
     device: torch.device,
@@ -93,6 +93,8 @@ def build_objective(
 
         return DistillObjective(cached_objective, (), live_teacher=False, terms=kd.active_terms)
 
+    if teacher_dir is None:
+        raise ValueError("distill: feature and attention terms need a teacher")
     teacher = load_teacher(teacher_dir).to(device)
     teacher.requires_grad_(False)
     layers = select_layers(cfg.teacher_layers, teacher.config.num_hidden_layers)

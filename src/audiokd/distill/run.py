@@ -48,9 +48,10 @@ def distill(
     runtime: RuntimeConfig,
     augment: AugmentConfig,
     features_dir: str | Path,
-    teacher_dir: str | Path,
+    teacher_dir: str | Path | None,
     out_dir: str | Path,
     params_file: str | Path | None = None,
+    stage: str = "distill",
 ) -> dict:
     """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`).
 
@@ -60,16 +61,22 @@ def distill(
     (``save_pretrained`` files, ``history.csv``, ``meta.json``) and logs the student to MLflow as a model
     named ``student``. Checkpoints every
     epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
+
+    ``teacher_dir=None`` trains without a teacher (needs ``alpha == 1`` and ``beta == gamma == 0``); ``stage``
+    names the MLflow run's ``stage`` tag (the no-KD baseline passes ``baseline``, see
+    :mod:`audiokd.distill.baseline`).
     """
     setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
-    teacher_dir = Path(teacher_dir)
-    teacher_meta = read_json(teacher_dir / "meta.json")
     inner_on = cfg.beta > 0 or cfg.gamma > 0
+    if teacher_dir is None and (cfg.alpha < 1 or inner_on):
+        raise ValueError("distill: training without a teacher needs alpha = 1, beta = 0, gamma = 0")
+    teacher_dir = Path(teacher_dir) if teacher_dir is not None else None
+    teacher_meta = read_json(teacher_dir / "meta.json") if teacher_dir is not None else {}
     train, val = fs.split("train"), fs.split("val")
     aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed)
-    use_cache = cfg.alpha < 1 and not inner_on and aug is None
+    use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
     cached = teacher_cache.load(teacher_dir / "predictions", fs.meta) if use_cache else {}
     if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
         log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
@@ -92,7 +99,7 @@ def distill(
         weight_decay=cfg.weight_decay,
         seed=runtime.seed,
         device=device,
-        desc="distill",
+        desc=stage,
     )
     params = {
         "data": section_to_dict(data),
@@ -102,23 +109,24 @@ def distill(
         "augment": section_to_dict(augment),
     }
     ckpt = open_checkpoint(
-        "distill",
+        stage,
         {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
         [features_dir, teacher_dir],
     )
     tags = {
-        "teacher_run_id": str(teacher_meta.get("run_id", "")),
+        **({"teacher_run_id": str(teacher_meta["run_id"])} if teacher_meta.get("run_id") else {}),
         "kd.terms": ",".join(plan.terms),
-        "kd.teacher": "live" if plan.live_teacher else "cached",
+        "kd.teacher": "none" if teacher_dir is None else "live" if plan.live_teacher else "cached",
     }
-    log.info(
-        "student: %s %.2fM parameters (teacher %.2fM, %.1fx smaller)",
-        student.arch,
-        n_params / 1e6,
-        teacher_meta["params"] / 1e6,
-        teacher_meta["params"] / n_params,
-    )
-    with stage_run("distill", tracking.experiment, run_name(cfg), params, tags, run_id=ckpt.run_id) as run:
+    log.info("%s: student %s %.2fM parameters", stage, student.arch, n_params / 1e6)
+    if teacher_meta:
+        log.info(
+            "teacher %.2fM parameters, %.1fx larger",
+            teacher_meta["params"] / 1e6,
+            teacher_meta["params"] / n_params,
+        )
+    name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
+    with stage_run(stage, tracking.experiment, name, params, tags, run_id=ckpt.run_id) as run:
         ckpt.run_id = run.info.run_id
         if params_file:  # first, so an unwritable artifact store fails before training
             mlflow.log_artifact(str(params_file))
@@ -160,5 +168,5 @@ def distill(
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
     ckpt.discard()
-    log.info("student: best epoch %d, val %s %.4f", result.best_epoch, primary, result.best_score)
+    log.info("%s: best epoch %d, val %s %.4f", stage, result.best_epoch, primary, result.best_score)
     return meta

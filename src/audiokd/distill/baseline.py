@@ -1,0 +1,74 @@
+"""The baseline stage: the same student, trained with the same budget and no teacher (is KD worth it?).
+
+It reuses :func:`audiokd.distill.run.distill` with ``alpha = 1``, ``beta = gamma = 0`` and no teacher, so the
+only difference from the distilled student is the teacher's signal. ``baseline.enabled: false`` writes a
+marker folder instead (DVC needs the stage's output to exist): ``meta.json`` with ``"enabled": false``, which
+the evaluate stage reads as "no baseline" and then leaves ``student_no_kd`` and ``kd_gain`` out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+from audiokd.config import (
+    AugmentConfig,
+    BaselineConfig,
+    DataConfig,
+    DistillConfig,
+    RuntimeConfig,
+    StudentConfig,
+    TrackingConfig,
+)
+from audiokd.io import atomic_dir, read_json, write_json
+
+log = logging.getLogger(__name__)
+
+
+def no_kd(cfg: DistillConfig) -> DistillConfig:
+    """``cfg`` with the teacher switched off: labels only, same epochs, batch size and learning rate."""
+    return dataclasses.replace(cfg, alpha=1.0, beta=0.0, gamma=0.0)
+
+
+def train_baseline(
+    data: DataConfig,
+    student: StudentConfig,
+    cfg: DistillConfig,
+    baseline: BaselineConfig,
+    tracking: TrackingConfig,
+    runtime: RuntimeConfig,
+    augment: AugmentConfig,
+    features_dir: str | Path,
+    out_dir: str | Path,
+    params_file: str | Path | None = None,
+) -> dict[str, Any]:
+    """Train the no-KD student into ``out_dir`` (layout as the distilled student's), or write the marker."""
+    if not baseline.enabled:
+        log.info("baseline.enabled is false: writing the marker %s/meta.json only", out_dir)
+        meta = {"enabled": False, "reason": "baseline.enabled is false in params.yaml"}
+        with atomic_dir(out_dir) as tmp:
+            write_json(tmp / "meta.json", meta)
+        return meta
+    from audiokd.distill.run import distill  # here, so evaluate reads the marker without the training stack
+
+    return distill(
+        data,
+        student,
+        no_kd(cfg),
+        tracking,
+        runtime,
+        augment,
+        features_dir,
+        None,
+        out_dir,
+        params_file,
+        "baseline",
+    )
+
+
+def trained(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a trained baseline (not the marker of ``baseline.enabled: false``)."""
+    meta_path = Path(folder) / "meta.json"
+    return meta_path.is_file() and bool(read_json(meta_path).get("enabled", True))

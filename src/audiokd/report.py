@@ -1,0 +1,236 @@
+"""The evaluation report: ``report.md`` with PNG figures (losses, validation CCC, predicted vs true).
+
+Figures are drawn with matplotlib's object API on the Agg canvas (no pyplot, no display, no global state).
+``report.md`` links them by relative path, so the report folder can be opened, copied or logged as is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+log = logging.getLogger(__name__)
+
+# display names, in the order they appear in tables and figure panels
+MODELS = {"teacher": "teacher", "student": "student (KD)", "student_no_kd": "student without KD"}
+_LOSS_TERMS = ("hard", "soft", "feature", "attention", "total")
+
+
+def plot_losses(histories: dict[str, pd.DataFrame], path: Path) -> Path:
+    """One panel per model: train hard, soft, total (and feature/attention) loss and val loss per epoch.
+
+    A loss column that is zero at every epoch (the soft loss of a run without a teacher) is left out.
+    """
+    fig = Figure(figsize=(4.2 * len(histories), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(histories), squeeze=False)[0]
+    for ax, (name, h) in zip(axes, histories.items(), strict=True):
+        for term in _LOSS_TERMS:
+            col = f"train_{term}_loss"
+            if col in h and np.any(h[col].to_numpy() != 0):
+                ax.plot(h["epoch"], h[col], marker=".", label=f"train {term}")
+        ax.plot(h["epoch"], h["val_loss"], "k--", marker=".", label="val (MSE)")
+        ax.set(title=MODELS.get(name, name), xlabel="epoch", ylabel="loss")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle("Loss per epoch (train: mean over steps)")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def quality_key(metrics: dict[str, Any]) -> str:
+    """``ccc_mean`` for regression, ``accuracy`` for classification."""
+    return "ccc_mean" if "ccc_mean" in metrics["student"] else "accuracy"
+
+
+QUALITY_LABEL = {"ccc_mean": "CCC", "accuracy": "accuracy"}
+
+
+def plot_val_ccc(histories: dict[str, pd.DataFrame], path: Path, key: str = "ccc_mean") -> Path:
+    """Validation quality (mean CCC, or accuracy) per epoch, every model on one axis."""
+    fig = Figure(figsize=(5.5, 3.4), layout="constrained")
+    ax = fig.subplots()
+    for name, h in histories.items():
+        ax.plot(h["epoch"], h[f"val_{key}"], marker=".", label=MODELS.get(name, name))
+    label = QUALITY_LABEL[key]
+    ax.set(title=f"Validation {label} per epoch", xlabel="epoch", ylabel=label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_scatter(
+    preds: dict[str, np.ndarray],
+    y_true: np.ndarray,
+    targets: list[str],
+    ccc: dict[str, dict[str, float]],
+    path: Path,
+) -> Path:
+    """Predicted vs true on the test split: a row per target, a column per model, the identity line dashed."""
+    fig = Figure(figsize=(3.4 * len(preds), 3.2 * len(targets)), layout="constrained")
+    axes = fig.subplots(len(targets), len(preds), squeeze=False)
+    lo, hi = float(np.min(y_true)), float(np.max(y_true))
+    pad = 0.05 * (hi - lo or 1.0)
+    for r, target in enumerate(targets):
+        for c, (name, pred) in enumerate(preds.items()):
+            ax = axes[r][c]
+            ax.scatter(y_true[:, r], pred[:, r], s=10, alpha=0.6)
+            ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1)
+            ax.set(
+                title=f"{MODELS.get(name, name)}: {target}\nCCC {ccc[name][target]:.3f}",
+                xlabel=f"true {target}",
+                ylabel=f"predicted {target}",
+                xlim=(lo - pad, hi + pad),
+                aspect="equal",
+            )
+            ax.grid(alpha=0.3)
+    fig.suptitle("Test split: predicted vs true")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def plot_confusion(preds: dict[str, np.ndarray], y_true: np.ndarray, classes: list[str], path: Path) -> Path:
+    """Confusion matrices on the test split (rows true, columns predicted), a panel per model."""
+    fig = Figure(figsize=(3.6 * len(preds), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(preds), squeeze=False)[0]
+    k = len(classes)
+    for ax, (name, pred) in zip(axes, preds.items(), strict=True):
+        cm = np.zeros((k, k), dtype=int)
+        for t, p in zip(y_true.astype(int), pred.argmax(1), strict=True):
+            cm[t, p] += 1
+        ax.imshow(cm, cmap="Blues")
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
+        ax.set(
+            title=MODELS.get(name, name), xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true"
+        )
+        ax.set_xticklabels(classes, rotation=45, fontsize=7)
+        ax.set_yticklabels(classes, fontsize=7)
+    fig.suptitle("Test split: confusion matrices")
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _table(metrics: dict[str, Any], models: list[str], targets: list[str]) -> list[str]:
+    head = "| | " + " | ".join(MODELS[m] for m in models) + " |"
+    rows = [head, "|---|" + "---:|" * len(models)]
+
+    def row(label: str, cells: list[str]) -> None:
+        """Append one table row."""
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    key = quality_key(metrics)
+    if key == "ccc_mean":
+        for t in targets:
+            row(f"CCC {t}", [f"{metrics[m]['ccc'][t]:.4f}" for m in models])
+        row("**CCC mean**", [f"**{metrics[m]['ccc_mean']:.4f}**" for m in models])
+    else:
+        row("**accuracy**", [f"**{metrics[m]['accuracy']:.4f}**" for m in models])
+        row("macro F1", [f"{metrics[m]['macro_f1']:.4f}" for m in models])
+    teacher = metrics["teacher"][key]
+    retention = [f"{metrics[m][key] / teacher:.3f}" if teacher else "n/a" for m in models]
+    row(f"retention (of the teacher's {QUALITY_LABEL[key]})", retention)
+    row("parameters", [f"{metrics[m]['params']:,}" for m in models])
+    row("size MB", [f"{metrics[m]['size_mb']:.2f}" for m in models])
+    row("latency ms (CPU, batch 1)", [f"{metrics[m]['latency_ms']:.2f}" for m in models])
+    t_lat, t_par = metrics["teacher"]["latency_ms"], metrics["teacher"]["params"]
+    row("speedup vs teacher", [f"{t_lat / metrics[m]['latency_ms']:.2f}x" for m in models])
+    row("compression vs teacher", [f"{t_par / metrics[m]['params']:.1f}x" for m in models])
+    return rows
+
+
+def _verdict(metrics: dict[str, Any]) -> str:
+    if "kd_gain" not in metrics:
+        return (
+            "No no-KD baseline in this run (`baseline.enabled: false`): whether the teacher helps is "
+            "unknown. Turn it on before shipping the student."
+        )
+    gain = metrics["kd_gain"]
+    unit = QUALITY_LABEL[quality_key(metrics)]
+    if gain > 0:
+        return (
+            f"**KD gain {gain:+.4f} {unit}**: the distilled student beats the same student trained with the "
+            "same budget and no teacher."
+        )
+    return (
+        f"**KD gain {gain:+.4f} {unit}: distillation did not help here.** The same student trained without a "
+        "teacher is as good or better; ship that one, or improve the teacher before distilling."
+    )
+
+
+def render_markdown(
+    metrics: dict[str, Any], targets: list[str], figures: dict[str, str], registry: str | None = None
+) -> str:
+    """``report.md`` text: verdict, teacher vs student table, figures (``figures``: caption -> path)."""
+    models = [m for m in MODELS if m in metrics]
+    lines = [
+        "# audiokd: teacher vs student",
+        "",
+        (
+            f"Test split, {len(targets)} regression target(s) scored by CCC."
+            if quality_key(metrics) == "ccc_mean"
+            else f"Test split, {len(targets)} classes scored by accuracy and macro F1."
+        )
+        + " Generated by the evaluate stage.",
+        "",
+        _verdict(metrics),
+        "",
+        *_table(metrics, models, targets),
+        "",
+        f"Student: retention {metrics['retention']:.3f} of the teacher's "
+        f"{QUALITY_LABEL[quality_key(metrics)]}, "
+        "compression "
+        f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x.",
+    ]
+    if registry:
+        lines += ["", f"Registered in MLflow as {registry}."]
+    for caption, rel in figures.items():
+        lines += ["", f"## {caption}", "", f"![{caption}]({rel})"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(
+    metrics: dict[str, Any],
+    targets: list[str],
+    histories: dict[str, pd.DataFrame],
+    preds: dict[str, np.ndarray],
+    y_true: np.ndarray,
+    report_path: str | Path,
+    figures_dir: str | Path,
+    registry: str | None = None,
+) -> list[Path]:
+    """Draw the figures into ``figures_dir`` and write ``report_path``; returns the figure paths."""
+    report_path, figures_dir = Path(report_path), Path(figures_dir)
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    key = quality_key(metrics)
+    drawn = {
+        "Loss per epoch": plot_losses(histories, figures_dir / "losses.png"),
+        f"Validation {QUALITY_LABEL[key]} per epoch": plot_val_ccc(
+            histories, figures_dir / "val_ccc.png", key
+        ),
+    }
+    if key == "ccc_mean":
+        ccc = {m: metrics[m]["ccc"] for m in preds}
+        drawn["Predicted vs true (test split)"] = plot_scatter(
+            preds, y_true, targets, ccc, figures_dir / "scatter.png"
+        )
+    else:
+        drawn["Confusion matrices (test split)"] = plot_confusion(
+            preds, y_true, targets, figures_dir / "confusion.png"
+        )
+    rel = {k: Path(os.path.relpath(p, report_path.parent)).as_posix() for k, p in drawn.items()}
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(render_markdown(metrics, targets, rel, registry))
+    log.info("report: %s with %d figures in %s", report_path, len(drawn), figures_dir)
+    return list(drawn.values())

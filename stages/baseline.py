@@ -1,0 +1,19 @@
+"""DVC stage baseline: the student trained with distill's budget and no teacher (alpha 1), for kd_gain."""
+
+from audiokd.cli import load_sections, run_stage, stage_args
+from audiokd.distill.baseline import train_baseline
+
+
+def main() -> None:
+    """Read ``data``, ``student``, ``distill``, ``baseline``, ``tracking``, ``runtime``, ``augment``."""
+    args = stage_args(
+        __doc__, {"features": "features folder (input)", "out": "no-KD student folder to write"}
+    )
+    sections = load_sections(
+        args.params, "data", "student", "distill", "baseline", "tracking", "runtime", "augment"
+    )
+    train_baseline(*sections, args.features, args.out, params_file=args.params)
+
+
+if __name__ == "__main__":
+    run_stage(main)
