@@ -56,6 +56,7 @@ def run_stage(main: Callable[[], object]) -> None:
     from audiokd.data.audio import AudioError
     from audiokd.data.manifest import ManifestError
     from audiokd.distill.teacher_cache import StaleCacheError
+    from audiokd.export import ExportError
     from audiokd.models import WeightsError
     from audiokd.tracking import TrackingError
     from audiokd.training import TrainingError
@@ -71,6 +72,7 @@ def run_stage(main: Callable[[], object]) -> None:
         TrackingError,
         WeightsError,
         CheckpointError,
+        ExportError,
     )
     try:
         main()

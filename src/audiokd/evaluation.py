@@ -16,7 +16,6 @@ from mlflow.exceptions import MlflowException
 
 from audiokd.config import DataConfig, EvaluateConfig, TrackingConfig
 from audiokd.data.features import FeatureSet, check_targets
-from audiokd.distill.baseline import trained
 from audiokd.io import read_json, write_json
 from audiokd.models import count_params, predict, weights_size_mb
 from audiokd.models.student import load_student
@@ -49,6 +48,12 @@ def latency_ms(
     finally:
         torch.set_num_threads(old)
     return float(statistics.median(times))
+
+
+def trained(folder: str | Path) -> bool:
+    """Whether ``folder`` holds a trained no-KD baseline, not the marker of ``baseline.enabled: false``."""
+    meta_path = Path(folder) / "meta.json"
+    return meta_path.is_file() and bool(read_json(meta_path).get("enabled", True))
 
 
 def _model_report(

@@ -11,6 +11,7 @@ import torch
 log = logging.getLogger(__name__)
 
 MAX_ABS_DIFF = 1e-4
+ONNX_FILE = "model.onnx"
 
 
 class ExportError(RuntimeError):

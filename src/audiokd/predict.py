@@ -20,11 +20,11 @@ import torch
 from audiokd.config import AudioConfig
 from audiokd.data.audio import AudioError, fix_length, load_audio
 from audiokd.data.features import LogMelFrontend, num_samples
+from audiokd.export import ONNX_FILE
 from audiokd.io import read_json
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
 Model = Callable[[torch.Tensor], np.ndarray]
 
 

@@ -36,6 +36,8 @@ def test_every_stage_ran_and_every_output_exists(pipeline):
         for model in ("teacher", "student", "student_no_kd"):
             assert (repo / "models" / model / f).is_file(), (model, f)
     assert (repo / "models" / "teacher" / "predictions" / "train.npy").is_file()
+    assert (repo / "models" / "student" / "model.onnx").is_file()
+    assert json.loads((repo / "models" / "student" / "meta.json").read_text())["onnx_max_abs_diff"] <= 1e-4
     for model in ("teacher", "student", "student_no_kd"):
         for kind in ("history", "predictions"):
             assert (repo / "reports" / "plots" / f"{model}_{kind}.csv").is_file()

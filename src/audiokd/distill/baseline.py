@@ -22,7 +22,8 @@ from audiokd.config import (
     StudentConfig,
     TrackingConfig,
 )
-from audiokd.io import atomic_dir, read_json, write_json
+from audiokd.distill.run import distill
+from audiokd.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,6 @@ def train_baseline(
         with atomic_dir(out_dir) as tmp:
             write_json(tmp / "meta.json", meta)
         return meta
-    from audiokd.distill.run import distill  # here, so evaluate reads the marker without the training stack
-
     return distill(
         data,
         student,
@@ -66,9 +65,3 @@ def train_baseline(
         params_file,
         "baseline",
     )
-
-
-def trained(folder: str | Path) -> bool:
-    """Whether ``folder`` holds a trained baseline (not the marker of ``baseline.enabled: false``)."""
-    meta_path = Path(folder) / "meta.json"
-    return meta_path.is_file() and bool(read_json(meta_path).get("enabled", True))

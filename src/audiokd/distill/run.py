@@ -23,6 +23,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
+from audiokd.export import ONNX_FILE, check_onnx, export_onnx
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
@@ -165,8 +166,13 @@ def distill(
             model.save_pretrained(tmp)
             save_labels(tmp, fs)
             meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
+            # the student for mobile runtimes: ONNX with a dynamic batch axis, checked against PyTorch
+            served = LogitsOnly(model).eval()
+            onnx_path = export_onnx(served, val.x[:1], tmp / ONNX_FILE)
+            meta["onnx_max_abs_diff"] = check_onnx(served, onnx_path, val.x[:4])
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
+        mlflow.log_artifact(str(Path(out_dir) / ONNX_FILE), artifact_path="onnx")
     ckpt.discard()
     log.info("%s: best epoch %d, val %s %.4f", stage, result.best_epoch, primary, result.best_score)
     return meta
