@@ -20,7 +20,16 @@ def setup_logging() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S"
     )
-    for noisy in ("mlflow", "alembic", "urllib3", "httpx", "transformers"):
+    for noisy in (
+        "mlflow",
+        "alembic",
+        "urllib3",
+        "httpx",
+        "transformers",
+        "onnxscript",
+        "onnx_ir",
+        "torch.onnx",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
