@@ -37,8 +37,32 @@ def _zero(inner: Inner) -> torch.Tensor:
     return torch.zeros((), device=inner.maps[0].device if inner.maps else None)
 
 
+class PairedTerm(torch.nn.Module):
+    """A loss over paired layers: the mean of :meth:`pair_loss` over the pairs, 0 when there are none."""
+
+    def __init__(
+        self,
+        student_channels: list[int],
+        teacher_channels: list[int],
+        pairs: list[tuple[int, int]],
+        p: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.pairs, self.p = list(pairs), p
+
+    def pair_loss(self, student: Inner, teacher: Inner, k: int) -> torch.Tensor:
+        """The loss of pair ``k``."""
+        raise NotImplementedError
+
+    def forward(self, student: Inner, teacher: Inner) -> torch.Tensor:
+        """Mean over the pairs actually compared."""
+        if not self.pairs:
+            return _zero(student)
+        return torch.stack([self.pair_loss(student, teacher, k) for k in range(len(self.pairs))]).mean()
+
+
 @register("feature", "fitnet")
-class FitNetLoss(torch.nn.Module):
+class FitNetLoss(PairedTerm):
     """FitNets hint loss with learned 1x1 projections; see the module docstring for the formula."""
 
     def __init__(
@@ -48,26 +72,20 @@ class FitNetLoss(torch.nn.Module):
         pairs: list[tuple[int, int]],
         p: float = 2.0,
     ) -> None:
-        super().__init__()
-        del p
-        self.pairs = list(pairs)
+        super().__init__(student_channels, teacher_channels, pairs, p)
         self.proj = torch.nn.ModuleList(
             torch.nn.Conv2d(student_channels[s], teacher_channels[t], kernel_size=1) for t, s in self.pairs
         )
 
-    def forward(self, student: Inner, teacher: Inner) -> torch.Tensor:
-        """Mean over pairs of the projected-student vs normalised-teacher MSE."""
-        if not self.pairs:
-            return _zero(student)
-        losses = []
-        for (ti, si), proj in zip(self.pairs, self.proj, strict=True):
-            s, t = student.maps[si], teacher.maps[ti]
-            size = _common(s, t)
-            s = proj(adaptive_avg_pool2d(s, size))
-            t = adaptive_avg_pool2d(t, size).permute(0, 2, 3, 1)
-            t = layer_norm(t, t.shape[-1:]).permute(0, 3, 1, 2)
-            losses.append(mse_loss(s, t))
-        return torch.stack(losses).mean()
+    def pair_loss(self, student: Inner, teacher: Inner, k: int) -> torch.Tensor:
+        """Projected-student vs layer-normalised-teacher MSE at the common size."""
+        ti, si = self.pairs[k]
+        s, t = student.maps[si], teacher.maps[ti]
+        size = _common(s, t)
+        s = self.proj[k](adaptive_avg_pool2d(s, size))
+        t = adaptive_avg_pool2d(t, size).permute(0, 2, 3, 1)
+        t = layer_norm(t, t.shape[-1:]).permute(0, 3, 1, 2)
+        return mse_loss(s, t)
 
 
 def spatial_attention(f: torch.Tensor, p: float = 2.0) -> torch.Tensor:
@@ -76,68 +94,37 @@ def spatial_attention(f: torch.Tensor, p: float = 2.0) -> torch.Tensor:
 
 
 @register("attention", "activation")
-class ActivationAttentionLoss(torch.nn.Module):
+class ActivationAttentionLoss(PairedTerm):
     """Attention transfer on activation maps (Zagoruyko & Komodakis 2017); no parameters."""
 
-    def __init__(
-        self,
-        student_channels: list[int],
-        teacher_channels: list[int],
-        pairs: list[tuple[int, int]],
-        p: float = 2.0,
-    ) -> None:
-        super().__init__()
-        del student_channels, teacher_channels
-        self.pairs, self.p = list(pairs), p
-
-    def forward(self, student: Inner, teacher: Inner) -> torch.Tensor:
-        """Mean over pairs and batch of the distance between L2-normalised attention maps."""
-        if not self.pairs:
-            return _zero(student)
-        losses = []
-        for ti, si in self.pairs:
-            a_s = spatial_attention(student.maps[si], self.p).unsqueeze(1)
-            a_t = spatial_attention(teacher.maps[ti], self.p).unsqueeze(1)
-            size = _common(a_s, a_t)
-            a_s = normalize(adaptive_avg_pool2d(a_s, size).flatten(1), dim=1)
-            a_t = normalize(adaptive_avg_pool2d(a_t, size).flatten(1), dim=1)
-            losses.append((a_s - a_t).norm(dim=1).mean())
-        return torch.stack(losses).mean()
+    def pair_loss(self, student: Inner, teacher: Inner, k: int) -> torch.Tensor:
+        """Mean over the batch of the distance between L2-normalised, pooled attention maps."""
+        ti, si = self.pairs[k]
+        a_s = spatial_attention(student.maps[si], self.p).unsqueeze(1)
+        a_t = spatial_attention(teacher.maps[ti], self.p).unsqueeze(1)
+        size = _common(a_s, a_t)
+        a_s = normalize(adaptive_avg_pool2d(a_s, size).flatten(1), dim=1)
+        a_t = normalize(adaptive_avg_pool2d(a_t, size).flatten(1), dim=1)
+        return (a_s - a_t).norm(dim=1).mean()
 
 
 @register("attention", "attention_map")
-class AttentionMapLoss(torch.nn.Module):
+class AttentionMapLoss(PairedTerm):
     """KL between head-averaged attention probabilities of paired transformer layers."""
 
-    def __init__(
-        self,
-        student_channels: list[int],
-        teacher_channels: list[int],
-        pairs: list[tuple[int, int]],
-        p: float = 2.0,
-    ) -> None:
-        super().__init__()
-        del student_channels, teacher_channels, p
-        self.pairs = list(pairs)
-
-    def forward(self, student: Inner, teacher: Inner) -> torch.Tensor:
-        """Mean over pairs of KL(A_t || A_s), per query row, averaged over batch and rows."""
-        if not self.pairs:
-            return _zero(student)
+    def pair_loss(self, student: Inner, teacher: Inner, k: int) -> torch.Tensor:
+        """KL(A_t || A_s) per query row, averaged over batch and rows."""
         if student.attentions is None or teacher.attentions is None:
             raise ValueError("attention_map transfer needs attention probabilities from both models")
-        losses = []
-        for ti, si in self.pairs:
-            a_t = teacher.attentions[ti].mean(dim=1)
-            a_s = student.attentions[si].mean(dim=1)
-            if a_t.shape != a_s.shape:
-                raise ValueError(
-                    f"attention maps differ in size: teacher {tuple(a_t.shape)}, "
-                    f"student {tuple(a_s.shape)}; use the same patch grid"
-                )
-            kl = (a_t * (a_t.clamp_min(1e-12).log() - a_s.clamp_min(1e-12).log())).sum(-1)
-            losses.append(kl.mean())
-        return torch.stack(losses).mean()
+        ti, si = self.pairs[k]
+        a_t = teacher.attentions[ti].mean(dim=1)
+        a_s = student.attentions[si].mean(dim=1)
+        if a_t.shape != a_s.shape:
+            raise ValueError(
+                f"attention maps differ in size: teacher {tuple(a_t.shape)}, student {tuple(a_s.shape)}; "
+                "use the same patch grid"
+            )
+        return (a_t * (a_t.clamp_min(1e-12).log() - a_s.clamp_min(1e-12).log())).sum(-1).mean()
 
 
 def build_term(
