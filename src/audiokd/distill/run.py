@@ -21,6 +21,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
+from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
@@ -111,14 +112,16 @@ def distill(
     )
     with stage_run("distill", tracking.experiment, run_name(cfg), params, tags, run_id=ckpt.run_id) as run:
         ckpt.run_id = run.info.run_id
-        if params_file:  # first, so an unwritable artifact store fails before training
-            mlflow.log_artifact(str(params_file))
-        if ckpt.state is None:  # a resumed run has it already
-            mlflow.log_metric("model/params", n_params)
+        with deferred():  # no signal half-way through a store write
+            if params_file:  # first, so an unwritable artifact store fails before training
+                mlflow.log_artifact(str(params_file))
+            if ckpt.state is None:  # a resumed run has it already
+                mlflow.log_metric("model/params", n_params)
         result = fit(
             model, plan.objective, train, val, fs.targets, settings, MetricBuffer(), plan.extra_modules, ckpt
         )
-        mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
+        with deferred():
+            mlflow.log_metrics({"best/val_ccc_mean": result.best_score, "best/epoch": result.best_epoch})
         model.cpu().eval()
         model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
         meta = {
