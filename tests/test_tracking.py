@@ -3,12 +3,17 @@ cannot be reached or written is found at once, with one line."""
 
 from __future__ import annotations
 
+import os
+import random
+import signal
+import threading
 import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
+from audiokd.interrupts import install
 from audiokd.tracking import MetricBuffer, TrackingError, end_stale_run, project_root, setup, stage_run
 
 
@@ -39,6 +44,30 @@ def test_ctrl_c_marks_the_run_killed(store):
     with pytest.raises(KeyboardInterrupt), stage_run("distill", "exp", "r", {}) as run:
         raise KeyboardInterrupt("SIGTERM")
     assert _status(store, run.info.run_id) == "KILLED"
+
+
+def test_sigterm_at_any_moment_of_metric_logging_leaves_every_run_killed(store):
+    """A signal inside an sqlite transaction can wedge the store (a hang, seen); writes finish first."""
+    old = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    install()
+    rng = random.Random(0)
+    run_ids = []
+    try:
+        for _ in range(12):
+            timer = threading.Timer(rng.uniform(0.001, 0.05), os.kill, (os.getpid(), signal.SIGTERM))
+            with pytest.raises(KeyboardInterrupt), stage_run("distill", "exp", "r", {"a": 1}) as run:
+                run_ids.append(run.info.run_id)
+                buf = MetricBuffer()
+                timer.start()
+                while True:
+                    for step in range(200):
+                        buf.add({"train/total_loss": 1.0, "train/hard_loss": 0.5}, step)
+                    buf.flush()
+            timer.join()
+    finally:
+        signal.signal(signal.SIGINT, old[0])
+        signal.signal(signal.SIGTERM, old[1])
+    assert [_status(store, r) for r in run_ids] == ["KILLED"] * 12
 
 
 def test_a_resumed_stage_continues_the_same_run(store):

@@ -8,7 +8,6 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 
 from audiokd.config import ConfigError, load_section, read_params
 
@@ -51,27 +50,26 @@ def load_sections(params_file: str, *names: str) -> list:
     return [load_section(raw, n) for n in names]
 
 
-def _interrupt(signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def run_stage(main: Callable[[], object]) -> None:
     """Run a stage's main: user errors become one ``error:`` line and exit status 2, not a traceback.
 
     SIGTERM (what ``kill``, schedulers and container runtimes send) is handled like Ctrl-C: the MLflow run
-    is marked KILLED, the last epoch checkpoint stays, and the exit status is 128 + the signal number.
+    is marked KILLED, the last epoch checkpoint stays, and the exit status is 128 + the signal number. A
+    signal that arrives during a checkpoint or store write takes effect when the write is done
+    (:mod:`audiokd.interrupts`).
     """
     from audiokd.checkpoint import CheckpointError
     from audiokd.data.audio import AudioError
     from audiokd.data.manifest import ManifestError
     from audiokd.distill.teacher_cache import StaleCacheError
     from audiokd.export import ExportError
+    from audiokd.interrupts import install
     from audiokd.models import WeightsError
     from audiokd.tracking import TrackingError
     from audiokd.training import TrainingError
 
     setup_logging()
-    signal.signal(signal.SIGTERM, _interrupt)
+    install()
     errors = (
         ConfigError,
         ManifestError,

@@ -21,6 +21,7 @@ from audiokd.config import (
 )
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
+from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
@@ -106,13 +107,17 @@ def train_teacher(
     )
     with stage_run("train_teacher", tracking.experiment, "teacher", params, run_id=ckpt.run_id) as run:
         ckpt.run_id = run.info.run_id
-        if params_file:  # first, so an unwritable artifact store fails before training
-            mlflow.log_artifact(str(params_file))
-        if ckpt.state is None:  # a resumed run has it already
-            mlflow.log_metric("model/params", n_params)
+        with deferred():  # no signal half-way through a store write
+            if params_file:  # first, so an unwritable artifact store fails before training
+                mlflow.log_artifact(str(params_file))
+            if ckpt.state is None:  # a resumed run has it already
+                mlflow.log_metric("model/params", n_params)
         buf = MetricBuffer()
         result = fit(model, objective, train, val, task, settings, buf, checkpoint=ckpt, augment=aug)
-        mlflow.log_metrics({f"best/val_{task.primary}": result.best_score, "best/epoch": result.best_epoch})
+        with deferred():
+            mlflow.log_metrics(
+                {f"best/val_{task.primary}": result.best_score, "best/epoch": result.best_epoch}
+            )
         model.cpu()
         meta = {
             "run_id": run.info.run_id,
@@ -137,7 +142,8 @@ def train_teacher(
             teacher_cache.save(tmp / "predictions", outputs, fs.meta)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
-        mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
+        with deferred():
+            mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
     ckpt.discard()
     log.info("teacher: best epoch %d, val %s %.4f", result.best_epoch, task.primary, result.best_score)
     return meta

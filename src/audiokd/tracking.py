@@ -28,6 +28,7 @@ from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from audiokd.config import flatten
+from audiokd.interrupts import deferred
 
 log = logging.getLogger(__name__)
 
@@ -158,7 +159,7 @@ def setup(experiment: str, timeout_s: float = PROBE_TIMEOUT_S) -> str:
     elif scheme == "sqlite":
         _probe_sqlite(uri, timeout_s)
     mlflow.set_tracking_uri(uri)
-    with _quick_http(timeout_s):
+    with _quick_http(timeout_s), deferred():
         try:
             exp = mlflow.get_experiment_by_name(experiment)
             if exp is None:
@@ -175,16 +176,18 @@ def end_stale_run(run_id: str) -> None:
     """Mark ``run_id`` KILLED if a killed job left it RUNNING (its checkpoint was set aside)."""
     client = mlflow.MlflowClient()
     try:
-        if client.get_run(run_id).info.status == "RUNNING":
-            client.set_terminated(run_id, status="KILLED")
-            log.info("MLflow run %s, left RUNNING by a killed job, marked KILLED", run_id)
+        with deferred():
+            if client.get_run(run_id).info.status == "RUNNING":
+                client.set_terminated(run_id, status="KILLED")
+                log.info("MLflow run %s, left RUNNING by a killed job, marked KILLED", run_id)
     except MlflowException:
         pass  # gone from the store: nothing to close
 
 
 def _resumable(run_id: str, experiment_id: str) -> bool:
     try:
-        run = mlflow.MlflowClient().get_run(run_id)
+        with deferred():
+            run = mlflow.MlflowClient().get_run(run_id)
     except MlflowException:
         return False
     return run.info.lifecycle_stage == "active" and run.info.experiment_id == experiment_id
@@ -225,12 +228,13 @@ def stage_run(
         all_tags["mlflow.source.git.commit"] = commit
     if os.environ.get("DVC_EXP_NAME"):
         all_tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=all_tags)
+    flat = {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in flatten(params).items()}
+    items = list(flat.items())
     try:
-        flat = {k: (",".join(map(str, v)) if isinstance(v, list) else v) for k, v in flatten(params).items()}
-        items = list(flat.items())
-        for i in range(0, len(items), 100):  # log_params takes at most 100 per call
-            mlflow.log_params(dict(items[i : i + 100]))
+        with deferred():  # a signal inside a store transaction can wedge the store: let writes finish
+            run = mlflow.start_run(run_id=run_id, run_name=run_name, tags=all_tags)
+            for i in range(0, len(items), 100):  # log_params takes at most 100 per call
+                mlflow.log_params(dict(items[i : i + 100]))
         yield run
     except KeyboardInterrupt:
         _end_run("KILLED")
@@ -238,13 +242,15 @@ def stage_run(
     except BaseException:
         _end_run("FAILED")
         raise
-    mlflow.end_run(status="FINISHED")
+    with deferred():
+        mlflow.end_run(status="FINISHED")
 
 
 def _end_run(status: str) -> None:
     """End the active run as ``status`` without masking the error that ended it."""
     try:
-        mlflow.end_run(status=status)
+        with deferred():
+            mlflow.end_run(status=status)
     except Exception as e:  # e.g. the server went away: the original error matters more
         log.warning("could not mark the MLflow run %s: %s", status, _one_line(e))
 
@@ -278,7 +284,8 @@ class MetricBuffer:
         run = mlflow.active_run()
         if run is None:
             return
-        history = mlflow.MlflowClient().get_metric_history(run.info.run_id, marker)
+        with deferred():
+            history = mlflow.MlflowClient().get_metric_history(run.info.run_id, marker)
         if any(m.step == step for m in history):
             return
         self._items.extend(
@@ -297,14 +304,16 @@ class MetricBuffer:
             self._items.clear()
             return
         client = mlflow.MlflowClient()
-        for i in range(0, len(self._items), 1000):
-            client.log_batch(run.info.run_id, metrics=self._items[i : i + 1000])
-        self._items.clear()
+        with deferred():  # a signal mid-transaction could leave the store unable to mark the run KILLED
+            for i in range(0, len(self._items), 1000):
+                client.log_batch(run.info.run_id, metrics=self._items[i : i + 1000])
+            self._items.clear()
 
 
 def log_torch_model(model: Any, name: str, input_example: Any) -> str:
     """Log ``model`` as an MLflow PyTorch model under ``name``; returns its model URI."""
     import mlflow.pytorch
 
-    info = mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+    with deferred():  # it writes the store too; a signal takes effect when it is done
+        info = mlflow.pytorch.log_model(model, name=name, input_example=input_example)
     return info.model_uri

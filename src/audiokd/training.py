@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from audiokd.checkpoint import Checkpointer, LoopState, TrainingParts
 from audiokd.data.features import SplitData
+from audiokd.interrupts import deferred
 from audiokd.models import predict
 from audiokd.tasks import Task
 from audiokd.tracking import MetricBuffer
@@ -209,13 +210,14 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
-        if checkpoint is not None:
-            # saved before the flush with the epoch's metrics in it: a kill in between loses none of them
-            done = LoopState(epoch, step, best.best_epoch, best.best_score, best_state, best.history)
-            done.pending_metrics = metrics.pending() if metrics is not None else None
-            checkpoint.save(done, parts, s.epochs)
-        if metrics is not None:
-            metrics.flush()
+        with deferred():  # Ctrl-C or SIGTERM waits for the checkpoint and the metrics to be written
+            if checkpoint is not None:
+                # saved before the flush with the epoch's metrics in it: a kill in between loses none of them
+                done = LoopState(epoch, step, best.best_epoch, best.best_score, best_state, best.history)
+                done.pending_metrics = metrics.pending() if metrics is not None else None
+                checkpoint.save(done, parts, s.epochs)
+            if metrics is not None:
+                metrics.flush()
         log.info(
             "%s epoch %d/%d: loss %.4f  val loss %.4f  val %s %.4f%s",
             s.desc,

@@ -78,6 +78,13 @@ def repo(tmp_path_factory) -> Path:
     return repo
 
 
+@pytest.fixture(autouse=True)
+def no_checkpoint_left(repo):
+    """Each test starts without a distill checkpoint, whatever the one before it left."""
+    yield
+    shutil.rmtree(repo / ".checkpoints", ignore_errors=True)
+
+
 def _outcome(repo: Path, out: Path) -> dict:
     """What a run produced: per-epoch history, best epoch, weights, and every MLflow metric point."""
     meta = yaml.safe_load((out / "meta.json").read_text())
@@ -193,7 +200,6 @@ def test_sigterm_marks_the_run_killed_then_other_params_set_the_checkpoint_aside
     assert [r.info.status for r in failed] == ["FAILED"]
     assert client.get_run(run_id).info.status == "KILLED"
     assert aside.is_file() and not (repo / CKPT).exists()
-    shutil.rmtree(repo / ".checkpoints")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
 from audiokd.export import ONNX_FILE, check_onnx, export_onnx
+from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
@@ -129,10 +130,11 @@ def distill(
     name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
     with stage_run(stage, tracking.experiment, name, params, tags, run_id=ckpt.run_id) as run:
         ckpt.run_id = run.info.run_id
-        if params_file:  # first, so an unwritable artifact store fails before training
-            mlflow.log_artifact(str(params_file))
-        if ckpt.state is None:  # a resumed run has it already
-            mlflow.log_metric("model/params", n_params)
+        with deferred():  # no signal half-way through a store write
+            if params_file:  # first, so an unwritable artifact store fails before training
+                mlflow.log_artifact(str(params_file))
+            if ckpt.state is None:  # a resumed run has it already
+                mlflow.log_metric("model/params", n_params)
         result = fit(
             model,
             plan.objective,
@@ -146,7 +148,8 @@ def distill(
             augment=aug,
         )
         primary = fs.task.primary
-        mlflow.log_metrics({f"best/val_{primary}": result.best_score, "best/epoch": result.best_epoch})
+        with deferred():
+            mlflow.log_metrics({f"best/val_{primary}": result.best_score, "best/epoch": result.best_epoch})
         model.cpu().eval()
         model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
         meta = {
