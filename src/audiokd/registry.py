@@ -43,7 +43,11 @@ def register_candidate(name: str, model_uri: str, run_id: str, alias: str = CAND
     if existing:
         version = max(int(v.version) for v in existing)
     else:
-        mv = client.create_model_version(name, model_uri, run_id=run_id, tags={"source": "audiokd evaluate"})
+        # an MLflow 3 logged model (models:/m-...) must name its model id, or a tracking server refuses it
+        model_id = model_uri.rsplit("/", 1)[-1] if model_uri.startswith("models:/m-") else None
+        mv = client.create_model_version(
+            name, model_uri, run_id=run_id, tags={"source": "audiokd evaluate"}, model_id=model_id
+        )
         version = int(mv.version)
     client.set_registered_model_alias(name, alias, str(version))
     log.info("registry: %s version %d is @%s (%s)", name, version, alias, model_uri)
