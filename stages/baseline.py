@@ -2,6 +2,7 @@
 
 from audiokd.cli import load_sections, run_stage, stage_args
 from audiokd.distill.baseline import train_baseline
+from audiokd.distributed import relaunch_if_needed
 
 
 def main() -> None:
@@ -12,6 +13,7 @@ def main() -> None:
     sections = load_sections(
         args.params, "data", "student", "distill", "baseline", "tracking", "runtime", "augment"
     )
+    relaunch_if_needed(sections[5])  # runtime.nproc_per_node > 1: this script again under torchrun
     train_baseline(*sections, args.features, args.out, params_file=args.params)
 
 

@@ -2,6 +2,7 @@
 
 from audiokd.cli import load_sections, run_stage, stage_args
 from audiokd.distill.run import distill
+from audiokd.distributed import relaunch_if_needed
 
 
 def main() -> None:
@@ -15,6 +16,7 @@ def main() -> None:
         },
     )
     sections = load_sections(args.params, "data", "student", "distill", "tracking", "runtime", "augment")
+    relaunch_if_needed(sections[4])  # runtime.nproc_per_node > 1: this script again under torchrun
     distill(*sections, args.features, args.teacher, args.out, params_file=args.params)
 
 

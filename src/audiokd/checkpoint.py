@@ -142,8 +142,14 @@ class Checkpointer:
         self.saved_epoch: int | None = None
         self.stale_run_id: str | None = None
 
-    def load(self) -> dict[str, Any] | None:
-        """Read the checkpoint if it belongs to these params and inputs; else set it aside and return None."""
+    def load(self, owner: bool = True) -> dict[str, Any] | None:
+        """Read the checkpoint if it belongs to these params and inputs; else set it aside and return None.
+
+        ``owner=False`` (the other ranks of a multi-process run) only reads: it neither sets files aside
+        nor cleans up, and resumes exactly when the owner does (the same file, checked the same way).
+        """
+        if not owner:
+            return self._read_only()
         for tmp in self.path.parent.glob(f".{self.path.name}.tmp-*"):
             tmp.unlink(missing_ok=True)  # a write cut short by a kill: never complete, never used
         if not self.path.is_file():
@@ -190,6 +196,16 @@ class Checkpointer:
             state["step"],
             self.run_id,
         )
+        return state
+
+    def _read_only(self) -> dict[str, Any] | None:
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # missing (set aside by the owner meanwhile) or unreadable: the owner starts afresh
+            return None
+        if not isinstance(state, dict) or state.get("fingerprint") != self.fingerprint:
+            return None
+        self.state, self.run_id, self.saved_epoch = state, state.get("run_id"), int(state["epoch"])
         return state
 
     def set_aside(self) -> Path:
@@ -282,17 +298,19 @@ class Checkpointer:
                 break
 
 
-def open_checkpoint(stage: str, params: Mapping[str, Any], inputs: Sequence[str | Path]) -> Checkpointer:
+def open_checkpoint(
+    stage: str, params: Mapping[str, Any], inputs: Sequence[str | Path], owner: bool = True
+) -> Checkpointer:
     """The stage's checkpointer, with a matching checkpoint loaded (or a stale one set aside).
 
     ``params`` should hold everything that changes the result (params sections, tracking URI); ``inputs``
     are the folders or files the stage reads. The MLflow run of a set-aside checkpoint, left RUNNING by a
-    killed job, is marked KILLED.
+    killed job, is marked KILLED. ``owner=False``: a rank other than 0, which only reads.
     """
     from audiokd.tracking import end_stale_run
 
     ckpt = Checkpointer(stage, fingerprint_parts(params, [p for p in inputs if p]))
-    ckpt.load()
+    ckpt.load(owner)
     if ckpt.stale_run_id:
         end_stale_run(ckpt.stale_run_id)
     return ckpt

@@ -193,6 +193,10 @@ class RuntimeConfig:
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
     num_threads: int = _f(0, range=(0, 1024))
     seed: int = _f(0, range=(0, 2**31 - 1))
+    nproc_per_node: int = _f(1, range=(1, 1024))
+    precision: int | str = _f(32, choices=(32, "bf16", 16))
+    num_workers: int = _f(0, range=(0, 64))
+    compile: bool = False
 
 
 SECTIONS: dict[str, type] = {

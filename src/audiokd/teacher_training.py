@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import torch
 
+from audiokd import distributed
 from audiokd.augment import BatchAugment, center_frames
 from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
@@ -26,7 +27,7 @@ from audiokd.io import atomic_dir, file_sha256, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
 from audiokd.tracking import MetricBuffer, setup, stage_run, tracking_uri
-from audiokd.training import FitSettings, fit, resolve_device, seed_everything
+from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,30 @@ def train_teacher(
     (the teacher cache), ``history.csv`` and ``meta.json`` (MLflow run id, best epoch, parameter count,
     weights sha256). Checkpoints every epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
     """
-    setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
+    device = resolve_device(runtime.device)
+    with distributed.session(runtime, device) as (d, device):
+        meta = _train_teacher(
+            data, teacher, tracking, runtime, augment, features_dir, out_dir, params_file, d, device
+        )
+    return meta
+
+
+def _train_teacher(
+    data: DataConfig,
+    teacher: TeacherConfig,
+    tracking: TrackingConfig,
+    runtime: RuntimeConfig,
+    augment: AugmentConfig,
+    features_dir: str | Path,
+    out_dir: str | Path,
+    params_file: str | Path | None,
+    d: distributed.Dist,
+    device: torch.device,
+) -> dict:
+    if d.main:
+        setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
-    device = resolve_device(runtime.device)
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     seed_everything(runtime.seed)
@@ -70,13 +91,14 @@ def train_teacher(
     model = build_teacher(teacher, fs.input_shape, task)
     n_params = count_params(model)
     train, val = fs.split("train"), fs.split("val")
-    settings = FitSettings(
+    settings = settings_from(
+        runtime,
+        device,
+        d,
         epochs=teacher.epochs,
         batch_size=teacher.batch_size,
         lr=teacher.lr,
         weight_decay=teacher.weight_decay,
-        seed=runtime.seed,
-        device=device,
         desc="teacher",
     )
     params = {
@@ -85,11 +107,12 @@ def train_teacher(
         "runtime": section_to_dict(runtime),
         "augment": section_to_dict(augment),
     }
-    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed)
+    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
     ckpt = open_checkpoint(
         "train_teacher",
         {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
         [features_dir, teacher.init_checkpoint],
+        owner=d.main,
     )
 
     def objective(
@@ -98,6 +121,9 @@ def train_teacher(
         hard = task.hard_loss(net(pixel_values=x).logits, y)
         return {"hard": hard, "total": hard}
 
+    if not d.main:  # the other ranks train their shards and write nothing
+        fit(model, objective, train, val, task, settings, None, checkpoint=ckpt, augment=aug)
+        return {}
     log.info(
         "teacher: ViT %.2fM parameters, input %s, %d train / %d val clips",
         n_params / 1e6,

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import logging
 import math
 import random
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,9 @@ import torch
 from tqdm import tqdm
 
 from audiokd.checkpoint import Checkpointer, LoopState, TrainingParts
+from audiokd.config import ConfigError, RuntimeConfig
 from audiokd.data.features import SplitData
+from audiokd.distributed import Dist, wrap
 from audiokd.interrupts import deferred
 from audiokd.models import predict
 from audiokd.tasks import Task
@@ -53,6 +56,42 @@ class FitSettings:
     device: torch.device
     desc: str = "train"
     grad_clip: float = 1.0
+    dist: Dist = field(default_factory=Dist)
+    precision: str = "32"  # 32 | bf16 | 16: autocast dtype of forward and loss (see runtime.precision)
+    num_workers: int = 0  # DataLoader worker processes that slice batches (0: the training process does)
+    compile: bool = False  # torch.compile the training forward
+
+
+_DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
+
+
+def settings_from(
+    runtime: RuntimeConfig,
+    device: torch.device,
+    d: Dist,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    weight_decay: float,
+    desc: str,
+) -> FitSettings:
+    """FitSettings from a training section's values and the ``runtime`` section."""
+    if str(runtime.precision) == "16" and device.type != "cuda":
+        raise ConfigError("runtime.precision = 16 needs a CUDA device; on the CPU use bf16 or 32")
+    return FitSettings(
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        seed=runtime.seed,
+        device=device,
+        desc=desc,
+        dist=d,
+        precision=str(runtime.precision),
+        num_workers=runtime.num_workers,
+        compile=runtime.compile,
+    )
 
 
 @dataclass
@@ -77,8 +116,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from audiokd.config import ConfigError
-
         raise ConfigError("runtime.device = 'cuda' but no CUDA device is available; use auto or cpu")
     return torch.device(name)
 
@@ -96,14 +133,75 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 
 def evaluate_split(
-    model: torch.nn.Module, data: SplitData, task: Task, device: torch.device
+    model: torch.nn.Module, data: SplitData, task: Task, device: torch.device, d: Dist | None = None
 ) -> dict[str, float]:
     """``loss`` (the hard loss) and the task's quality metrics (``ccc_mean``, ``ccc_<target>`` or
-    ``accuracy``, ``macro_f1``) on ``data``."""
-    pred = predict(model, data.x, device=device)
+    ``accuracy``, ``macro_f1``) on ``data``. Across processes each rank predicts its shard and the
+    predictions are gathered, so every rank computes the same metrics over the whole split."""
+    d = d or Dist()
+    part = d.shard(len(data))
+    if part.stop > part.start:
+        mine = predict(model, data.x[part], device=device)
+    else:  # more ranks than clips: nothing to predict here
+        mine = predict(model, data.x[:1], device=device)[:0]
+    pred = d.gather(mine)
     out = {"loss": float(task.hard_loss(pred, data.y))}
     out.update(task.flat_quality(pred.numpy(), data.y.numpy()))
     return out
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Rows of a split by index tensor: one batch is one slice of the (memory-mapped) arrays."""
+
+    def __init__(self, data: SplitData) -> None:
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.data.x[idx], self.data.y[idx], idx
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """Yields this epoch's batches of indices (set by the loop before each epoch)."""
+
+    def __init__(self) -> None:
+        self.batches: list[torch.Tensor] = []
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Loader:
+    """Batches ``(x, y, idx)`` for the loop: sliced in place (``workers == 0``) or by a DataLoader with
+    persistent worker processes (pinned memory on CUDA) that prepare the next batches while the model runs."""
+
+    def __init__(self, data: SplitData, workers: int, device: torch.device) -> None:
+        self.rows = _Rows(data)
+        self.sampler = _EpochBatches()
+        self.loader = (
+            torch.utils.data.DataLoader(
+                self.rows,
+                sampler=self.sampler,
+                batch_size=None,
+                num_workers=workers,
+                persistent_workers=True,
+                pin_memory=device.type == "cuda",
+                prefetch_factor=2,
+            )
+            if workers > 0
+            else None
+        )
+
+    def epoch(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        self.sampler.batches = batches
+        if self.loader is None:
+            return (self.rows[idx] for idx in batches)
+        return iter(self.loader)
 
 
 def fit(
@@ -127,7 +225,13 @@ def fit(
 
     Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss`` and the task's
     metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term.
+
+    Across processes (``s.dist``, :mod:`audiokd.distributed`) every rank draws the same global batches and
+    trains on its part of each; the loss is scaled by ``local / global`` batch size times the world size, so
+    the all-reduced (averaged) gradient is the gradient of the global batch's mean loss, as in one process.
+    Logged losses are those global means; only rank 0 checkpoints (pass ``metrics=None`` on other ranks).
     """
+    d = s.dist
     gen = torch.Generator().manual_seed(s.seed)
     model.to(s.device)
     params = list(model.parameters())
@@ -153,22 +257,39 @@ def fit(
         best = FitResult(done.best_epoch, done.best_score, done.history)
         if metrics is not None and done.pending_metrics:
             metrics.replay(done.pending_metrics, "val/loss", done.epoch)
+    net = wrap(model, extra_modules, d, s.device)
+    if s.compile:
+        net = torch.compile(net)
+    autocast = functools.partial(
+        torch.autocast,
+        s.device.type,
+        dtype=_DTYPES.get(s.precision, torch.bfloat16),
+        enabled=s.precision in _DTYPES,
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
+    loader = _Loader(train, s.num_workers, s.device)
     for epoch in range(first_epoch, s.epochs + 1):
-        model.train()
+        net.train()
         perm = torch.randperm(n, generator=gen)
+        batches = [
+            d.batch_part(perm[b * s.batch_size : (b + 1) * s.batch_size if b < steps_per_epoch - 1 else n])
+            for b in range(steps_per_epoch)
+        ]
         sums: dict[str, float] = defaultdict(float)
-        bar = tqdm(range(steps_per_epoch), desc=f"{s.desc} {epoch}/{s.epochs}", unit="step", leave=False)
-        for b in bar:
-            idx = (
-                perm[b * s.batch_size : (b + 1) * s.batch_size]
-                if b < steps_per_epoch - 1
-                else perm[b * s.batch_size :]
-            )
-            x, y = train.x[idx].to(s.device), train.y[idx].to(s.device)
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"{s.desc} {epoch}/{s.epochs}",
+            unit="step",
+            leave=False,
+            disable=not d.main,
+        )
+        for b, (x, y, idx) in enumerate(loader.epoch(batches)):
+            x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
             if augment is not None:
                 x, y = augment(x, y)
-            terms = objective(model, x, y, idx)
-            values = {k: float(v.detach()) for k, v in terms.items()}
+            with autocast():
+                terms = objective(net, x, y, idx)
+            values = _global_means(terms, len(idx), s, b, steps_per_epoch, n)
             bad = [k for k, v in values.items() if not math.isfinite(v)]
             if bad:
                 kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
@@ -180,16 +301,22 @@ def fit(
                     f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
                 )
             opt.zero_grad(set_to_none=True)
-            terms["total"].backward()
+            total = terms["total"]
+            if d.on:  # so that DDP's average over ranks is the global batch's mean
+                total = total * (len(idx) * d.world / _global_size(s, b, steps_per_epoch, n))
+            scaler.scale(total).backward()
             if s.grad_clip > 0:
+                scaler.unscale_(opt)
                 torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             step += 1
             for k, v in values.items():
                 sums[k] += v
             if metrics is not None:
                 metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+            bar.update()
             bar.set_postfix(
                 {
                     "loss": f"{values['total']:.4f}",
@@ -197,7 +324,7 @@ def fit(
                 }
             )
         bar.close()
-        val_metrics = evaluate_split(model, val, task, s.device)
+        val_metrics = evaluate_split(model, val, task, s.device, d)
         row = {
             "epoch": epoch,
             **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
@@ -211,25 +338,43 @@ def fit(
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
         with deferred():  # Ctrl-C or SIGTERM waits for the checkpoint and the metrics to be written
-            if checkpoint is not None:
+            if checkpoint is not None and d.main:
                 # saved before the flush with the epoch's metrics in it: a kill in between loses none of them
                 done = LoopState(epoch, step, best.best_epoch, best.best_score, best_state, best.history)
                 done.pending_metrics = metrics.pending() if metrics is not None else None
                 checkpoint.save(done, parts, s.epochs)
             if metrics is not None:
                 metrics.flush()
-        log.info(
-            "%s epoch %d/%d: loss %.4f  val loss %.4f  val %s %.4f%s",
-            s.desc,
-            epoch,
-            s.epochs,
-            sums["total"] / steps_per_epoch,
-            val_metrics["loss"],
-            task.primary,
-            val_metrics[task.primary],
-            "  (best)" if improved else "",
-        )
+        if d.main:
+            log.info(
+                "%s epoch %d/%d: loss %.4f  val loss %.4f  val %s %.4f%s",
+                s.desc,
+                epoch,
+                s.epochs,
+                sums["total"] / steps_per_epoch,
+                val_metrics["loss"],
+                task.primary,
+                val_metrics[task.primary],
+                "  (best)" if improved else "",
+            )
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
     return best
+
+
+def _global_size(s: FitSettings, b: int, steps_per_epoch: int, n: int) -> int:
+    """Clips in global batch ``b`` (the last one takes the remainder)."""
+    return s.batch_size if b < steps_per_epoch - 1 else n - b * s.batch_size
+
+
+def _global_means(
+    terms: dict[str, torch.Tensor], local: int, s: FitSettings, b: int, steps_per_epoch: int, n: int
+) -> dict[str, float]:
+    """Each term's mean over the global batch (one all-reduce across processes; local values otherwise)."""
+    names = sorted(terms)
+    if not s.dist.on:
+        return {k: float(terms[k].detach()) for k in names}
+    v = torch.stack([terms[k].detach().float().cpu() * local for k in names])
+    v = s.dist.sum(v) / _global_size(s, b, steps_per_epoch, n)
+    return dict(zip(names, v.tolist(), strict=True))

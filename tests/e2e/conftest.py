@@ -39,12 +39,14 @@ class Pipeline:
         """``name`` from the venv (``dvc``, ``audiokd``, ``mlflow``), else from PATH (``git``)."""
         return str(BIN / name) if (BIN / name).exists() else name
 
-    def sh(self, *cmd: str, check: bool = True, timeout: int = 900) -> subprocess.CompletedProcess:
-        """Run ``cmd`` in the repo; by default it must succeed."""
+    def sh(
+        self, *cmd: str, check: bool = True, timeout: int = 900, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess:
+        """Run ``cmd`` in the repo (``env`` added to the environment); by default it must succeed."""
         proc = subprocess.run(
             [self.exe(cmd[0]), *cmd[1:]],
             cwd=self.repo,
-            env=self.env(),
+            env={**self.env(), **(env or {})},
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -18,6 +18,7 @@ import torch
 from audiokd.config import DistillConfig
 from audiokd.distill.feature_losses import build_term
 from audiokd.distill.losses import KDLoss
+from audiokd.distributed import unwrap
 from audiokd.models.features import Inner, pair_layers, select_layers, student_inner, teacher_inner
 from audiokd.models.teacher import load_teacher
 from audiokd.tasks import Task
@@ -46,7 +47,7 @@ def _student_pass(
     if attn:
         kwargs["output_attentions"] = True
     out = net(pixel_values=x, **kwargs)
-    return out.logits, (student_inner(net, out, attn) if hidden else None)
+    return out.logits, (student_inner(unwrap(net), out, attn) if hidden else None)
 
 
 def build_objective(

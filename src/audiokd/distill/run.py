@@ -9,6 +9,7 @@ import mlflow
 import pandas as pd
 import torch
 
+from audiokd import distributed
 from audiokd.augment import center_frames
 from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
@@ -30,7 +31,7 @@ from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
 from audiokd.teacher_training import make_augment, save_labels
 from audiokd.tracking import MetricBuffer, log_torch_model, setup, stage_run, tracking_uri
-from audiokd.training import FitSettings, fit, resolve_device, seed_everything
+from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,42 @@ def distill(
     names the MLflow run's ``stage`` tag (the no-KD baseline passes ``baseline``, see
     :mod:`audiokd.distill.baseline`).
     """
-    setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
+    device = resolve_device(runtime.device)
+    with distributed.session(runtime, device) as (d, device):
+        return _distill(
+            data,
+            student,
+            cfg,
+            tracking,
+            runtime,
+            augment,
+            features_dir,
+            teacher_dir,
+            out_dir,
+            params_file,
+            stage,
+            d,
+            device,
+        )
+
+
+def _distill(
+    data: DataConfig,
+    student: StudentConfig,
+    cfg: DistillConfig,
+    tracking: TrackingConfig,
+    runtime: RuntimeConfig,
+    augment: AugmentConfig,
+    features_dir: str | Path,
+    teacher_dir: str | Path | None,
+    out_dir: str | Path,
+    params_file: str | Path | None,
+    stage: str,
+    d: distributed.Dist,
+    device: torch.device,
+) -> dict:
+    if d.main:
+        setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
     inner_on = cfg.beta > 0 or cfg.gamma > 0
@@ -77,12 +113,11 @@ def distill(
     teacher_dir = Path(teacher_dir) if teacher_dir is not None else None
     teacher_meta = read_json(teacher_dir / "meta.json") if teacher_dir is not None else {}
     train, val = fs.split("train"), fs.split("val")
-    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed)
+    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
     use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
     cached = teacher_cache.load(teacher_dir / "predictions", fs.meta) if use_cache else {}
     if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
         log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
-    device = resolve_device(runtime.device)
     if runtime.num_threads:
         torch.set_num_threads(runtime.num_threads)
     seed_everything(runtime.seed)
@@ -94,13 +129,14 @@ def distill(
         cfg, model, teacher_dir, cached.get("train"), sample, device, fs.task, force_live=aug is not None
     )
 
-    settings = FitSettings(
+    settings = settings_from(
+        runtime,
+        device,
+        d,
         epochs=cfg.epochs,
         batch_size=cfg.batch_size,
         lr=cfg.lr,
         weight_decay=cfg.weight_decay,
-        seed=runtime.seed,
-        device=device,
         desc=stage,
     )
     params = {
@@ -114,7 +150,11 @@ def distill(
         stage,
         {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
         [features_dir, teacher_dir],
+        owner=d.main,
     )
+    if not d.main:  # the other ranks train their shards and write nothing
+        fit(model, plan.objective, train, val, fs.task, settings, None, plan.extra_modules, aug, ckpt)
+        return {}
     tags = {
         **({"teacher_run_id": str(teacher_meta["run_id"])} if teacher_meta.get("run_id") else {}),
         "kd.terms": ",".join(plan.terms),
