@@ -6,28 +6,10 @@ import pytest
 import torch
 
 from audiokd.checkpoint import Checkpointer
-from audiokd.config import StudentConfig
-from audiokd.data.features import SplitData
 from audiokd.distill.losses import hard_mse
 from audiokd.models.student import build_student
-from audiokd.tasks import Task
-from audiokd.training import FitSettings, TrainingError, fit, seed_everything
-
-TASK = Task("regression", ("a", "b"))
-
-SHAPE = (1, 32, 64)
-# dropout on, so the resumed run must also get the global torch RNG right
-TINY = StudentConfig(
-    hidden_sizes=(16, 16, 16), neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16), num_heads=2, dropout=0.3
-)
-SETTINGS = FitSettings(epochs=4, batch_size=8, lr=0.01, weight_decay=0.01, seed=0, device=torch.device("cpu"))
-
-
-def _data() -> tuple[SplitData, SplitData]:
-    g = torch.Generator().manual_seed(11)
-    x = torch.randn(32, *SHAPE, generator=g)
-    y = torch.stack([x.mean(dim=(1, 2, 3)), x[:, :, :16].std(dim=(1, 2, 3))], dim=1)
-    return SplitData(x[:24], y[:24]), SplitData(x[24:], y[24:])
+from audiokd.training import TrainingError, fit, seed_everything
+from fit_helpers import SETTINGS, SHAPE, TASK, TINY, tiny_data
 
 
 class Objective:
@@ -50,7 +32,7 @@ class Objective:
 def _run(objective: Objective, ckpt: Checkpointer | None = None):
     seed_everything(0)  # what a fresh stage process does before it builds the model
     model = build_student(TINY, SHAPE, TASK)
-    train, val = _data()
+    train, val = tiny_data()
     result = fit(model, objective, train, val, TASK, SETTINGS, checkpoint=ckpt)
     return result, {k: v.clone() for k, v in model.state_dict().items()}
 

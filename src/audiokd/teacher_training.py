@@ -165,7 +165,8 @@ def _train_teacher(
                 "train": predict(model, center_frames(train.x, fs.frames)),
                 "val": predict(model, val.x),
             }
-            teacher_cache.save(tmp / "predictions", outputs, fs.meta)
+            key = teacher_cache.cache_key(tmp / teacher_cache.WEIGHTS, Path(features_dir))
+            teacher_cache.save(tmp / "predictions", outputs, fs.meta, key)
             pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
             write_json(tmp / "meta.json", meta)
         with deferred():

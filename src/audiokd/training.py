@@ -180,7 +180,7 @@ class _Loader:
     """Batches ``(x, y, idx)`` for the loop: sliced in place (``workers == 0``) or by a DataLoader with
     persistent worker processes (pinned memory on CUDA) that prepare the next batches while the model runs."""
 
-    def __init__(self, data: SplitData, workers: int, device: torch.device) -> None:
+    def __init__(self, data: SplitData, workers: int, device: torch.device, seed: int) -> None:
         self.rows = _Rows(data)
         self.sampler = _EpochBatches()
         self.loader = (
@@ -192,6 +192,8 @@ class _Loader:
                 persistent_workers=True,
                 pin_memory=device.type == "cuda",
                 prefetch_factor=2,
+                # its own generator: worker seeds must not draw from the global RNG (dropout's)
+                generator=torch.Generator().manual_seed(seed),
             )
             if workers > 0
             else None
@@ -267,7 +269,7 @@ def fit(
         enabled=s.precision in _DTYPES,
     )
     scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
-    loader = _Loader(train, s.num_workers, s.device)
+    loader = _Loader(train, s.num_workers, s.device, s.seed)
     for epoch in range(first_epoch, s.epochs + 1):
         net.train()
         perm = torch.randperm(n, generator=gen)

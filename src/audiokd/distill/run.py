@@ -115,7 +115,7 @@ def _distill(
     train, val = fs.split("train"), fs.split("val")
     aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
     use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
-    cached = teacher_cache.load(teacher_dir / "predictions", fs.meta) if use_cache else {}
+    cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta) if use_cache else {}
     if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
         log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
     if runtime.num_threads:

@@ -1,8 +1,10 @@
 """Teacher outputs stored once by train_teacher and reused by every distill run that does not augment.
 
 The cache lives inside the teacher's DVC output (``models/teacher/predictions``), so it is versioned with
-the teacher: a new teacher or new features rerun train_teacher, which rewrites it. ``meta.json`` records
-the shapes it was computed for, and :func:`load` refuses a cache that does not match the features.
+the teacher. It is keyed by content: ``meta.json`` records the SHA-256 of the teacher's weights
+(``model.safetensors``) and of the whole features folder it was computed on, and :func:`load` recomputes
+both and refuses a cache whose key differs. A different teacher or different features can therefore never
+reuse it, whatever DVC or a user did to the folders (hashing the ~25 MB of default features takes ~0.1 s).
 """
 
 from __future__ import annotations
@@ -12,36 +14,49 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audiokd.io import read_json, write_json
+from audiokd.io import file_sha256, read_json, tree_sha256, write_json
+
+WEIGHTS = "model.safetensors"
 
 
 class StaleCacheError(ValueError):
-    """The cached teacher outputs do not belong to the current features."""
+    """The cached teacher outputs do not belong to the current teacher or features."""
 
 
-def save(folder: Path, outputs: dict[str, torch.Tensor], features_meta: dict) -> None:
-    """Write per-split teacher outputs (standardised target space) and what they were computed on."""
+def cache_key(teacher_weights: Path, features_dir: Path) -> dict[str, str]:
+    """What the cache is valid for: the teacher's weights and the features, by content."""
+    return {"teacher_sha256": file_sha256(teacher_weights), "features_sha256": tree_sha256(features_dir)}
+
+
+def save(folder: Path, outputs: dict[str, torch.Tensor], features_meta: dict, key: dict[str, str]) -> None:
+    """Write per-split teacher outputs (standardised target space) with their :func:`cache_key`."""
     folder.mkdir(parents=True, exist_ok=True)
     for split, out in outputs.items():
         np.save(folder / f"{split}.npy", out.numpy().astype(np.float32))
     write_json(
         folder / "meta.json",
-        {"splits": {k: list(v.shape) for k, v in outputs.items()}, "features": features_meta},
+        {"key": key, "splits": {k: list(v.shape) for k, v in outputs.items()}, "features": features_meta},
     )
 
 
 def load(
-    folder: Path, features_meta: dict, splits: tuple[str, ...] = ("train", "val")
+    teacher_dir: Path, features_dir: Path, features_meta: dict, splits: tuple[str, ...] = ("train", "val")
 ) -> dict[str, torch.Tensor]:
-    """Read cached outputs for ``splits``; raise :class:`StaleCacheError` if they do not fit the features."""
+    """Read the cached outputs of ``teacher_dir`` for ``splits``; raise :class:`StaleCacheError` unless they
+    were computed by these teacher weights on these features."""
+    folder = teacher_dir / "predictions"
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise StaleCacheError(f"{folder}: no teacher predictions; rerun the train_teacher stage")
     meta = read_json(meta_path)
-    if meta.get("features") != features_meta:
-        raise StaleCacheError(
-            f"{folder}: teacher predictions were computed on other features; rerun the train_teacher stage"
-        )
+    now = cache_key(teacher_dir / WEIGHTS, features_dir)
+    stored = meta.get("key") or {}
+    for name, what in (("teacher_sha256", "teacher weights"), ("features_sha256", "features")):
+        if stored.get(name) != now[name]:
+            raise StaleCacheError(
+                f"{folder}: computed for other {what} ({name} {str(stored.get(name))[:12]} != "
+                f"{now[name][:12]}); rerun the train_teacher stage (dvc repro does)"
+            )
     out = {}
     for split in splits:
         arr = np.load(folder / f"{split}.npy")
