@@ -55,8 +55,14 @@ def _cfg(name: str):  # noqa: ANN202 - a params section
     return load_section(read_params(ROOT / "params.yaml"), name)
 
 
-def step_ratios(repeats: int) -> dict[str, float]:
-    """Distill step time (cached / live teacher) over a plain student step, same batch and model."""
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def step_ratios(repeats: int, dev: torch.device, precision: str = "32") -> dict[str, float]:
+    """Distill step time (cached / live teacher) over a plain student step, same batch and model, on ``dev``
+    (autocast to bf16 with ``precision="bf16"``)."""
     data, audio, teacher_cfg, student_cfg, distill_cfg = (
         _cfg(n) for n in ("data", "audio", "teacher", "student", "distill")
     )
@@ -65,12 +71,12 @@ def step_ratios(repeats: int) -> dict[str, float]:
     task = Task("regression", tuple(data.targets))
     torch.manual_seed(0)
     b = distill_cfg.batch_size
-    x, y, idx = torch.randn(b, *shape), torch.randn(b, task.num_outputs), torch.arange(b)
-    student = build_student(student_cfg, shape, task)
+    x, y, idx = torch.randn(b, *shape).to(dev), torch.randn(b, task.num_outputs).to(dev), torch.arange(b)
+    student = build_student(student_cfg, shape, task).to(dev)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-4)
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     with tempfile.TemporaryDirectory() as tmp:
         build_teacher(teacher_cfg, shape, task).save_pretrained(tmp)
-        dev = torch.device("cpu")
         cached = torch.randn(b, task.num_outputs)
         plain = build_objective(distill_cfg.__class__(alpha=1.0), student, Path(tmp), None, x[:2], dev, task)
         with_cache = build_objective(distill_cfg, student, Path(tmp), cached, x[:2], dev, task)
@@ -79,8 +85,11 @@ def step_ratios(repeats: int) -> dict[str, float]:
         def step(plan) -> Callable[[], None]:  # noqa: ANN001 - a DistillObjective
             def run() -> None:
                 opt.zero_grad(set_to_none=True)
-                plan.objective(student, x, y, idx)["total"].backward()
+                with autocast:
+                    total = plan.objective(student, x, y, idx)["total"]
+                total.backward()
                 opt.step()
+                _sync(dev)
 
             return run
 
@@ -95,6 +104,8 @@ def step_ratios(repeats: int) -> dict[str, float]:
         "cached_distill_step_ms": t_cached * 1000,
         "live_distill_step_ms": t_live * 1000,
         "batch_size": b,
+        "step_device": str(dev),
+        "step_precision": precision,
     }
 
 
@@ -202,6 +213,43 @@ def onnx_speed(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[st
     }
 
 
+def gpu_speed(repeats: int, dev: torch.device) -> dict[str, object]:
+    """On a GPU: teacher / student latency at batch 1 and 32, fp32 and bf16 autocast, per architecture."""
+    audio, teacher_cfg, student_cfg = _cfg("audio"), _cfg("teacher"), _cfg("student")
+    frames = int(round(audio.duration_s * audio.sample_rate)) // audio.hop_length
+    shape = (1, audio.n_mels, frames)
+    task = Task("regression", ("a", "b"))
+
+    def latency(model: torch.nn.Module, batch: int, bf16: bool) -> float:
+        x = torch.randn(batch, *shape, device=dev)
+
+        def run() -> None:
+            with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                model(x)
+            _sync(dev)
+
+        return median_time(run, repeats, warmup=5) * 1000
+
+    models = {"teacher": LogitsOnly(build_teacher(teacher_cfg, shape, task)).eval().to(dev)}
+    for arch in StudentConfig.__dataclass_fields__["arch"].metadata["choices"]:
+        cfg = StudentConfig(**{**student_cfg.__dict__, "arch": arch})
+        models[arch] = LogitsOnly(build_student(cfg, shape, task)).eval().to(dev)
+    out: dict[str, dict[str, float]] = {}
+    for name, model in models.items():
+        out[name] = {
+            f"ms_batch{b}_{p}": latency(model, b, p == "bf16") for b in (1, 32) for p in ("fp32", "bf16")
+        }
+    for name in list(out)[1:]:
+        out[name].update(
+            {
+                f"speedup_{k[3:]}": out["teacher"][k] / v
+                for k, v in list(out[name].items())
+                if k.startswith("ms_")
+            }
+        )
+    return {"gpu": {"name": torch.cuda.get_device_name(dev), "models": out}}
+
+
 def repro_noop(repeats: int) -> dict[str, float]:
     """Seconds of a `dvc repro` with nothing changed, on a copy of the repo with the tiny test params."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -242,7 +290,10 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--clips", type=int, default=48)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the step figures")
+    p.add_argument("--precision", default="32", choices=("32", "bf16"), help="autocast of the step figures")
     args = p.parse_args()
+    dev = torch.device(args.device)
     assert set(SECTIONS)  # params sections are validated by _cfg
     result: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -255,13 +306,18 @@ def main() -> int:
         },
     }
     for name, fn in (
-        ("steps", lambda: step_ratios(args.repeats)),
+        ("steps", lambda: step_ratios(args.repeats, dev, args.precision)),
         ("preprocess", lambda: preprocess_speed(args.clips, max(3, args.repeats // 3))),
         ("models", lambda: model_speed(args.repeats)),
         ("repro", lambda: repro_noop(3)),
+        ("gpu", lambda: gpu_speed(args.repeats, dev) if dev.type == "cuda" else {}),
     ):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
-        result.update(fn())
+        try:
+            result.update(fn())
+        except (ImportError, FileNotFoundError) as e:  # e.g. librosa or dvc missing where this runs
+            print(f"bench: {name} skipped: {e}", file=sys.stderr)
+            result.setdefault("skipped", {})[name] = str(e)  # type: ignore[index]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     goals = {
@@ -275,8 +331,9 @@ def main() -> int:
     }
     print(f"{'figure':32}{'value':>10}  goal")
     for k, goal in goals.items():
-        print(f"{k:32}{result[k]:>10.3f}  {goal}")
-    for arch, s in result["students"].items():  # type: ignore[union-attr]
+        if k in result:
+            print(f"{k:32}{result[k]:>10.3f}  {goal}")
+    for arch, s in result.get("students", {}).items():  # type: ignore[union-attr]
         print(
             f"  {arch:30}{s['params'] / 1e6:>7.2f}M  speedup b1 {s['student_speedup_batch1']:.2f}  "
             f"b32 {s['student_speedup_batch32']:.2f}"

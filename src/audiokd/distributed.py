@@ -80,6 +80,13 @@ class Dist:
         dist.all_gather_object(parts, t.cpu())
         return torch.cat([p for p in parts if p is not None])
 
+    def sync_buffers(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (batch-norm running statistics), e.g. before validation:
+        DDP broadcasts them at the start of each forward, and each rank's last forward updated its own."""
+        if self.on:
+            for buf in model.buffers():
+                dist.broadcast(buf, src=0)
+
     def sum(self, t: torch.Tensor) -> torch.Tensor:
         """Element-wise sum of ``t`` over ranks (same shape everywhere)."""
         if self.on:

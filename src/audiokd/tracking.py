@@ -311,9 +311,23 @@ class MetricBuffer:
 
 
 def log_torch_model(model: Any, name: str, input_example: Any) -> str:
-    """Log ``model`` as an MLflow PyTorch model under ``name``; returns its model URI."""
+    """Log ``model`` (on the CPU) as an MLflow PyTorch model under ``name``; returns its model URI.
+
+    MLflow checks the input example through the pyfunc flavour, which picks CUDA when a GPU is present and
+    then refuses a model exported with CPU weights; the check runs on the CPU, where the model is. (To
+    serve the logged model on a GPU with ``mlflow.pyfunc.load_model``, pass ``model_config={"device":
+    "cpu"}``, or load it with ``mlflow.pytorch.load_model`` and move it.)
+    """
     import mlflow.pytorch
 
-    with deferred():  # it writes the store too; a signal takes effect when it is done
-        info = mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+    saved = os.environ.get("MLFLOW_DEFAULT_PREDICTION_DEVICE")
+    os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = "cpu"
+    try:
+        with deferred():  # it writes the store too; a signal takes effect when it is done
+            info = mlflow.pytorch.log_model(model, name=name, input_example=input_example)
+    finally:
+        if saved is None:
+            os.environ.pop("MLFLOW_DEFAULT_PREDICTION_DEVICE", None)
+        else:
+            os.environ["MLFLOW_DEFAULT_PREDICTION_DEVICE"] = saved
     return info.model_uri

@@ -326,6 +326,7 @@ def fit(
                 }
             )
         bar.close()
+        d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
         val_metrics = evaluate_split(model, val, task, s.device, d)
         row = {
             "epoch": epoch,

@@ -15,6 +15,8 @@ training crops a random window of the model's width from it each time; val and t
 from __future__ import annotations
 
 import logging
+import math
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +28,7 @@ import torchaudio
 from tqdm import tqdm
 
 from audiokd.config import AudioConfig, ConfigError, DataConfig
-from audiokd.data.audio import fix_length, load_audio
+from audiokd.data.audio import load_audio
 from audiokd.data.manifest import SPLITS, load_prepared
 from audiokd.io import atomic_dir, read_json, write_json
 from audiokd.tasks import Task
@@ -67,24 +69,45 @@ def num_samples(cfg: AudioConfig) -> int:
 
 
 def compute_features(
-    paths: list[str], cfg: AudioConfig, batch_size: int = 64, desc: str = "", seconds: float | None = None
+    paths: list[str],
+    cfg: AudioConfig,
+    batch_size: int = 32,
+    desc: str = "",
+    seconds: float | None = None,
+    workers: int | None = None,
 ) -> np.ndarray:
-    """Decode ``paths`` (two threads), centre-crop/pad to ``seconds`` (default ``audio.duration_s``), and
-    compute un-normalised log-mels, (N, 1, n_mels, frames)."""
+    """Decode ``paths``, centre-crop/pad to ``seconds`` (default ``audio.duration_s``), and compute
+    un-normalised log-mels, (N, 1, n_mels, frames).
+
+    Chunks of ``batch_size`` clips go to ``workers`` threads (default: every core); each thread decodes,
+    resamples and crops its clips and computes their log-mels as one batch. Torch runs one intra-op thread
+    meanwhile, so the threads use the cores without oversubscribing them (the work releases the GIL).
+    """
     frontend = LogMelFrontend(cfg)
     n = int(round((seconds or cfg.duration_s) * cfg.sample_rate))
+    workers = workers or os.cpu_count() or 1
+    size = max(1, min(batch_size, math.ceil(len(paths) / workers)))  # every thread gets work
+    chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+
+    def features(chunk: list[str]) -> np.ndarray:
+        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread: set it in the worker
+        waves = [load_audio(path, cfg.sample_rate, n) for path in chunk]
+        with torch.no_grad():
+            return frontend(torch.stack(waves)).numpy()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     out: list[np.ndarray] = []
-
-    def load(path: str) -> torch.Tensor:
-        return fix_length(load_audio(path, cfg.sample_rate), n, "center")
-
-    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(paths), desc=desc, unit="clip") as bar:
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
-            waves = list(pool.map(load, chunk))
-            with torch.no_grad():
-                out.append(frontend(torch.stack(waves)).numpy())
-            bar.update(len(chunk))
+    try:
+        with (
+            ThreadPoolExecutor(max_workers=workers) as pool,
+            tqdm(total=len(paths), desc=desc, unit="clip") as bar,
+        ):
+            for chunk, feats in zip(chunks, pool.map(features, chunks), strict=True):
+                out.append(feats)
+                bar.update(len(chunk))
+    finally:
+        torch.set_num_threads(threads)
     return np.concatenate(out).astype(np.float32)
 
 
@@ -190,12 +213,14 @@ class FeatureSet:
         return int(c), int(h), int(w)
 
     def split(self, name: str) -> SplitData:
-        """Load split ``name`` (memory-mapped, then copied into one tensor); regression targets normalised."""
-        x = np.load(self.root / name / "x.npy", mmap_mode="r")
+        """Open split ``name``: the spectrograms memory-mapped (a batch is a slice of the file, pages shared
+        by every process and DataLoader worker that opens it), regression targets normalised in memory."""
+        # copy-on-write mapping: a tensor over it may be written to without touching the file
+        x = np.load(self.root / name / "x.npy", mmap_mode="c")
         y = np.load(self.root / name / "y.npy")
         if self.task.kind == "regression":
             y = self.normalise_targets(y)
-        return SplitData(torch.from_numpy(np.array(x)), torch.from_numpy(y))
+        return SplitData(torch.from_numpy(x), torch.from_numpy(y))
 
     @property
     def frames(self) -> int:

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch.nn.functional import kl_div, log_softmax, mse_loss, softmax
 
+from audiokd.config import ConfigError
 from audiokd.metrics import ccc_loss
 from audiokd.tasks import Task
 
@@ -116,7 +117,7 @@ class KDLoss(torch.nn.Module):
         self.hard_fn = task.hard_loss if task is not None else hard_mse
         if task is not None and task.kind == "classification":
             if soft_loss == "ccc":
-                raise ValueError("distill.soft_loss = ccc fits regression only; use kl or mse instead")
+                raise ConfigError("distill.soft_loss = ccc fits regression only; use kl or mse instead")
             if soft_loss == "kl":
                 soft_loss = "softmax_kl"  # Hinton's KL of softened class distributions, times T^2
         self.soft_fn = lookup("soft", soft_loss)
