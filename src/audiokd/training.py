@@ -278,54 +278,53 @@ def fit(
             for b in range(steps_per_epoch)
         ]
         sums: dict[str, float] = defaultdict(float)
-        bar = tqdm(
+        with tqdm(
             total=steps_per_epoch,
             desc=f"{s.desc} {epoch}/{s.epochs}",
             unit="step",
             leave=False,
             disable=not d.main,
-        )
-        for b, (x, y, idx) in enumerate(loader.epoch(batches)):
-            x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
-            if augment is not None:
-                x, y = augment(x, y)
-            with autocast():
-                terms = objective(net, x, y, idx)
-            values = _global_means(terms, len(idx), s, b, steps_per_epoch, n)
-            bad = [k for k, v in values.items() if not math.isfinite(v)]
-            if bad:
-                kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
-                if metrics is not None:  # the losses that led up to it, for the diagnosis
-                    with contextlib.suppress(Exception):
-                        metrics.flush()
-                raise TrainingError(
-                    f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
-                    f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
+        ) as bar:  # closed before an exception is reported
+            for b, (x, y, idx) in enumerate(loader.epoch(batches)):
+                x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
+                if augment is not None:
+                    x, y = augment(x, y)
+                with autocast():
+                    terms = objective(net, x, y, idx)
+                values = _global_means(terms, len(idx), s, b, steps_per_epoch, n)
+                bad = [k for k, v in values.items() if not math.isfinite(v)]
+                if bad:
+                    kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
+                    if metrics is not None:  # the losses that led up to it, for the diagnosis
+                        with contextlib.suppress(Exception):
+                            metrics.flush()
+                    raise TrainingError(
+                        f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
+                        f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
+                    )
+                opt.zero_grad(set_to_none=True)
+                total = terms["total"]
+                if d.on:  # so that DDP's average over ranks is the global batch's mean
+                    total = total * (len(idx) * d.world / _global_size(s, b, steps_per_epoch, n))
+                scaler.scale(total).backward()
+                if s.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                step += 1
+                for k, v in values.items():
+                    sums[k] += v
+                if metrics is not None:
+                    metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+                bar.update()
+                bar.set_postfix(
+                    {
+                        "loss": f"{values['total']:.4f}",
+                        **{k: f"{v:.4f}" for k, v in values.items() if k != "total"},
+                    }
                 )
-            opt.zero_grad(set_to_none=True)
-            total = terms["total"]
-            if d.on:  # so that DDP's average over ranks is the global batch's mean
-                total = total * (len(idx) * d.world / _global_size(s, b, steps_per_epoch, n))
-            scaler.scale(total).backward()
-            if s.grad_clip > 0:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, s.grad_clip)
-            scaler.step(opt)
-            scaler.update()
-            sched.step()
-            step += 1
-            for k, v in values.items():
-                sums[k] += v
-            if metrics is not None:
-                metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
-            bar.update()
-            bar.set_postfix(
-                {
-                    "loss": f"{values['total']:.4f}",
-                    **{k: f"{v:.4f}" for k, v in values.items() if k != "total"},
-                }
-            )
-        bar.close()
         d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
         val_metrics = evaluate_split(model, val, task, s.device, d)
         row = {
