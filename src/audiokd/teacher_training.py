@@ -26,7 +26,7 @@ from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, write_json
 from audiokd.models import count_params, predict
 from audiokd.models.teacher import build_teacher
-from audiokd.tracking import MetricBuffer, setup, stage_run, tracking_uri
+from audiokd.tracking import MetricBuffer, log_run_inputs, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
@@ -62,115 +62,93 @@ def train_teacher(
     """
     device = resolve_device(runtime.device)
     with distributed.session(runtime, device) as (d, device):
-        meta = _train_teacher(
-            data, teacher, tracking, runtime, augment, features_dir, out_dir, params_file, d, device
+        if d.main:
+            setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
+        fs = FeatureSet.load(features_dir)
+        check_targets(data, fs)
+        if runtime.num_threads:
+            torch.set_num_threads(runtime.num_threads)
+        seed_everything(runtime.seed)
+        task = fs.task
+        model = build_teacher(teacher, fs.input_shape, task)
+        n_params = count_params(model)
+        train, val = fs.split("train"), fs.split("val")
+        settings = settings_from(
+            runtime,
+            device,
+            d,
+            epochs=teacher.epochs,
+            batch_size=teacher.batch_size,
+            lr=teacher.lr,
+            weight_decay=teacher.weight_decay,
+            desc="teacher",
         )
-    return meta
-
-
-def _train_teacher(
-    data: DataConfig,
-    teacher: TeacherConfig,
-    tracking: TrackingConfig,
-    runtime: RuntimeConfig,
-    augment: AugmentConfig,
-    features_dir: str | Path,
-    out_dir: str | Path,
-    params_file: str | Path | None,
-    d: distributed.Dist,
-    device: torch.device,
-) -> dict:
-    if d.main:
-        setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
-    fs = FeatureSet.load(features_dir)
-    check_targets(data, fs)
-    if runtime.num_threads:
-        torch.set_num_threads(runtime.num_threads)
-    seed_everything(runtime.seed)
-    task = fs.task
-    model = build_teacher(teacher, fs.input_shape, task)
-    n_params = count_params(model)
-    train, val = fs.split("train"), fs.split("val")
-    settings = settings_from(
-        runtime,
-        device,
-        d,
-        epochs=teacher.epochs,
-        batch_size=teacher.batch_size,
-        lr=teacher.lr,
-        weight_decay=teacher.weight_decay,
-        desc="teacher",
-    )
-    params = {
-        "data": section_to_dict(data),
-        "teacher": section_to_dict(teacher),
-        "runtime": section_to_dict(runtime),
-        "augment": section_to_dict(augment),
-    }
-    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
-    ckpt = open_checkpoint(
-        "train_teacher",
-        {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
-        [features_dir, teacher.init_checkpoint],
-        owner=d.main,
-    )
-
-    def objective(
-        net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
-    ) -> dict[str, torch.Tensor]:
-        hard = task.hard_loss(net(pixel_values=x).logits, y)
-        return {"hard": hard, "total": hard}
-
-    if not d.main:  # the other ranks train their shards and write nothing
-        fit(model, objective, train, val, task, settings, None, checkpoint=ckpt, augment=aug)
-        return {}
-    log.info(
-        "teacher: ViT %.2fM parameters, input %s, %d train / %d val clips",
-        n_params / 1e6,
-        fs.input_shape,
-        len(train),
-        len(val),
-    )
-    with stage_run("train_teacher", tracking.experiment, "teacher", params, run_id=ckpt.run_id) as run:
-        ckpt.run_id = run.info.run_id
-        with deferred():  # no signal half-way through a store write
-            if params_file:  # first, so an unwritable artifact store fails before training
-                mlflow.log_artifact(str(params_file))
-            if ckpt.state is None:  # a resumed run has it already
-                mlflow.log_metric("model/params", n_params)
-        buf = MetricBuffer()
-        result = fit(model, objective, train, val, task, settings, buf, checkpoint=ckpt, augment=aug)
-        with deferred():
-            mlflow.log_metrics(
-                {f"best/val_{task.primary}": result.best_score, "best/epoch": result.best_epoch}
-            )
-        model.cpu()
-        meta = {
-            "run_id": run.info.run_id,
-            "tracking_uri": tracking_uri(),
-            "experiment": tracking.experiment,
-            "best_epoch": result.best_epoch,
-            "task": task.kind,
-            f"val_{task.primary}": result.best_score,
-            "params": n_params,
-            "input_shape": list(fs.input_shape),
-            "targets": fs.targets,
+        params = {
+            "data": section_to_dict(data),
+            "teacher": section_to_dict(teacher),
+            "runtime": section_to_dict(runtime),
+            "augment": section_to_dict(augment),
         }
-        with atomic_dir(out_dir) as tmp:
-            model.save_pretrained(tmp)
-            save_labels(tmp, fs)
-            meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
-            # cached outputs: on the centre-cropped, un-augmented inputs distill sees without augmentation
-            outputs = {
-                "train": predict(model, center_frames(train.x, fs.frames)),
-                "val": predict(model, val.x),
+        aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
+        ckpt = open_checkpoint(
+            "train_teacher",
+            {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
+            [features_dir, teacher.init_checkpoint],
+            owner=d.main,
+        )
+
+        def objective(
+            net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
+        ) -> dict[str, torch.Tensor]:
+            hard = task.hard_loss(net(pixel_values=x).logits, y)
+            return {"hard": hard, "total": hard}
+
+        if not d.main:  # the other ranks train their shards and write nothing
+            fit(model, objective, train, val, task, settings, None, checkpoint=ckpt, augment=aug)
+            return {}
+        log.info(
+            "teacher: ViT %.2fM parameters, input %s, %d train / %d val clips",
+            n_params / 1e6,
+            fs.input_shape,
+            len(train),
+            len(val),
+        )
+        with stage_run("train_teacher", tracking.experiment, "teacher", params, run_id=ckpt.run_id) as run:
+            ckpt.run_id = run.info.run_id
+            log_run_inputs(params_file, n_params, resumed=ckpt.state is not None)
+            buf = MetricBuffer()
+            result = fit(model, objective, train, val, task, settings, buf, checkpoint=ckpt, augment=aug)
+            with deferred():
+                mlflow.log_metrics(
+                    {f"best/val_{task.primary}": result.best_score, "best/epoch": result.best_epoch}
+                )
+            model.cpu()
+            meta = {
+                "run_id": run.info.run_id,
+                "tracking_uri": tracking_uri(),
+                "experiment": tracking.experiment,
+                "best_epoch": result.best_epoch,
+                "task": task.kind,
+                f"val_{task.primary}": result.best_score,
+                "params": n_params,
+                "input_shape": list(fs.input_shape),
+                "targets": fs.targets,
             }
-            key = teacher_cache.cache_key(tmp / teacher_cache.WEIGHTS, Path(features_dir))
-            teacher_cache.save(tmp / "predictions", outputs, fs.meta, key)
-            pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
-            write_json(tmp / "meta.json", meta)
-        with deferred():
-            mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
-    ckpt.discard()
-    log.info("teacher: best epoch %d, val %s %.4f", result.best_epoch, task.primary, result.best_score)
-    return meta
+            with atomic_dir(out_dir) as tmp:
+                model.save_pretrained(tmp)
+                save_labels(tmp, fs)
+                meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
+                # cached outputs: on the centre-cropped, un-augmented inputs distill sees without augmentation
+                outputs = {
+                    "train": predict(model, center_frames(train.x, fs.frames)),
+                    "val": predict(model, val.x),
+                }
+                key = teacher_cache.cache_key(tmp / teacher_cache.WEIGHTS, Path(features_dir))
+                teacher_cache.save(tmp / "predictions", outputs, fs.meta, key)
+                pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
+                write_json(tmp / "meta.json", meta)
+            with deferred():
+                mlflow.log_artifacts(str(out_dir), artifact_path="teacher")
+        ckpt.discard()
+        log.info("teacher: best epoch %d, val %s %.4f", result.best_epoch, task.primary, result.best_score)
+        return meta

@@ -246,6 +246,16 @@ def stage_run(
         mlflow.end_run(status="FINISHED")
 
 
+def log_run_inputs(params_file: str | Path | None, n_params: int, resumed: bool) -> None:
+    """At the start of a training stage's run: the params file first (an unwritable artifact store fails
+    before any training), then the parameter count (a resumed run has it already)."""
+    with deferred():  # no signal half-way through a store write
+        if params_file:
+            mlflow.log_artifact(str(params_file))
+        if not resumed:
+            mlflow.log_metric("model/params", n_params)
+
+
 def _end_run(status: str) -> None:
     """End the active run as ``status`` without masking the error that ended it."""
     try:

@@ -30,7 +30,7 @@ from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params
 from audiokd.models.student import build_student
 from audiokd.teacher_training import make_augment, save_labels
-from audiokd.tracking import MetricBuffer, log_torch_model, setup, stage_run, tracking_uri
+from audiokd.tracking import MetricBuffer, log_run_inputs, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
@@ -71,151 +71,119 @@ def distill(
     """
     device = resolve_device(runtime.device)
     with distributed.session(runtime, device) as (d, device):
-        return _distill(
-            data,
-            student,
-            cfg,
-            tracking,
+        if d.main:
+            setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
+        fs = FeatureSet.load(features_dir)
+        check_targets(data, fs)
+        inner_on = cfg.beta > 0 or cfg.gamma > 0
+        if teacher_dir is None and (cfg.alpha < 1 or inner_on):
+            raise ValueError("distill: training without a teacher needs alpha = 1, beta = 0, gamma = 0")
+        teacher_dir = Path(teacher_dir) if teacher_dir is not None else None
+        teacher_meta = read_json(teacher_dir / "meta.json") if teacher_dir is not None else {}
+        train, val = fs.split("train"), fs.split("val")
+        aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
+        use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
+        cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta) if use_cache else {}
+        if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
+            log.warning(
+                "distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature
+            )
+        if runtime.num_threads:
+            torch.set_num_threads(runtime.num_threads)
+        seed_everything(runtime.seed)
+        model = build_student(student, fs.input_shape, fs.task)
+        n_params = count_params(model)
+        model.to(device)
+        sample = center_frames(train.x[:2], fs.frames).to(device)
+        plan = build_objective(
+            cfg, model, teacher_dir, cached.get("train"), sample, device, fs.task, force_live=aug is not None
+        )
+
+        settings = settings_from(
             runtime,
-            augment,
-            features_dir,
-            teacher_dir,
-            out_dir,
-            params_file,
-            stage,
-            d,
             device,
+            d,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            desc=stage,
         )
-
-
-def _distill(
-    data: DataConfig,
-    student: StudentConfig,
-    cfg: DistillConfig,
-    tracking: TrackingConfig,
-    runtime: RuntimeConfig,
-    augment: AugmentConfig,
-    features_dir: str | Path,
-    teacher_dir: str | Path | None,
-    out_dir: str | Path,
-    params_file: str | Path | None,
-    stage: str,
-    d: distributed.Dist,
-    device: torch.device,
-) -> dict:
-    if d.main:
-        setup(tracking.experiment)  # an unreachable or unwritable store fails here, before any training
-    fs = FeatureSet.load(features_dir)
-    check_targets(data, fs)
-    inner_on = cfg.beta > 0 or cfg.gamma > 0
-    if teacher_dir is None and (cfg.alpha < 1 or inner_on):
-        raise ValueError("distill: training without a teacher needs alpha = 1, beta = 0, gamma = 0")
-    teacher_dir = Path(teacher_dir) if teacher_dir is not None else None
-    teacher_meta = read_json(teacher_dir / "meta.json") if teacher_dir is not None else {}
-    train, val = fs.split("train"), fs.split("val")
-    aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
-    use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
-    cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta) if use_cache else {}
-    if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
-        log.warning("distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature)
-    if runtime.num_threads:
-        torch.set_num_threads(runtime.num_threads)
-    seed_everything(runtime.seed)
-    model = build_student(student, fs.input_shape, fs.task)
-    n_params = count_params(model)
-    model.to(device)
-    sample = center_frames(train.x[:2], fs.frames).to(device)
-    plan = build_objective(
-        cfg, model, teacher_dir, cached.get("train"), sample, device, fs.task, force_live=aug is not None
-    )
-
-    settings = settings_from(
-        runtime,
-        device,
-        d,
-        epochs=cfg.epochs,
-        batch_size=cfg.batch_size,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        desc=stage,
-    )
-    params = {
-        "data": section_to_dict(data),
-        "student": section_to_dict(student),
-        "distill": section_to_dict(cfg),
-        "runtime": section_to_dict(runtime),
-        "augment": section_to_dict(augment),
-    }
-    ckpt = open_checkpoint(
-        stage,
-        {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
-        [features_dir, teacher_dir],
-        owner=d.main,
-    )
-    if not d.main:  # the other ranks train their shards and write nothing
-        fit(model, plan.objective, train, val, fs.task, settings, None, plan.extra_modules, aug, ckpt)
-        return {}
-    tags = {
-        **({"teacher_run_id": str(teacher_meta["run_id"])} if teacher_meta.get("run_id") else {}),
-        "kd.terms": ",".join(plan.terms),
-        "kd.teacher": "none" if teacher_dir is None else "live" if plan.live_teacher else "cached",
-    }
-    log.info("%s: student %s %.2fM parameters", stage, student.arch, n_params / 1e6)
-    if teacher_meta:
-        log.info(
-            "teacher %.2fM parameters, %.1fx larger",
-            teacher_meta["params"] / 1e6,
-            teacher_meta["params"] / n_params,
-        )
-    name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
-    with stage_run(stage, tracking.experiment, name, params, tags, run_id=ckpt.run_id) as run:
-        ckpt.run_id = run.info.run_id
-        with deferred():  # no signal half-way through a store write
-            if params_file:  # first, so an unwritable artifact store fails before training
-                mlflow.log_artifact(str(params_file))
-            if ckpt.state is None:  # a resumed run has it already
-                mlflow.log_metric("model/params", n_params)
-        result = fit(
-            model,
-            plan.objective,
-            train,
-            val,
-            fs.task,
-            settings,
-            MetricBuffer(),
-            plan.extra_modules,
-            checkpoint=ckpt,
-            augment=aug,
-        )
-        primary = fs.task.primary
-        with deferred():
-            mlflow.log_metrics({f"best/val_{primary}": result.best_score, "best/epoch": result.best_epoch})
-        model.cpu().eval()
-        model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
-        meta = {
-            "run_id": run.info.run_id,
-            "tracking_uri": tracking_uri(),
-            "experiment": tracking.experiment,
-            "model_uri": model_uri,
-            "teacher_run_id": teacher_meta.get("run_id"),
-            "best_epoch": result.best_epoch,
-            "task": fs.task.kind,
-            f"val_{primary}": result.best_score,
-            "params": n_params,
-            "input_shape": list(fs.input_shape),
-            "targets": fs.targets,
+        params = {
+            "data": section_to_dict(data),
+            "student": section_to_dict(student),
+            "distill": section_to_dict(cfg),
+            "runtime": section_to_dict(runtime),
+            "augment": section_to_dict(augment),
         }
-        with atomic_dir(out_dir) as tmp:
-            model.save_pretrained(tmp)
-            save_labels(tmp, fs)
-            meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
-            # the student for mobile runtimes: ONNX with a dynamic batch axis, checked against PyTorch
-            served = LogitsOnly(model).eval()
-            onnx_path = export_onnx(served, val.x[:1], tmp / ONNX_FILE)
-            meta["onnx_max_abs_diff"] = check_onnx(served, onnx_path, val.x[:4])
-            pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
-            write_json(tmp / "meta.json", meta)
-        mlflow.log_artifact(str(Path(out_dir) / ONNX_FILE), artifact_path="onnx")
-    ckpt.discard()
-    log.info("%s: best epoch %d, val %s %.4f", stage, result.best_epoch, primary, result.best_score)
-    return meta
+        ckpt = open_checkpoint(
+            stage,
+            {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
+            [features_dir, teacher_dir],
+            owner=d.main,
+        )
+        if not d.main:  # the other ranks train their shards and write nothing
+            fit(model, plan.objective, train, val, fs.task, settings, None, plan.extra_modules, aug, ckpt)
+            return {}
+        tags = {
+            **({"teacher_run_id": str(teacher_meta["run_id"])} if teacher_meta.get("run_id") else {}),
+            "kd.terms": ",".join(plan.terms),
+            "kd.teacher": "none" if teacher_dir is None else "live" if plan.live_teacher else "cached",
+        }
+        log.info("%s: student %s %.2fM parameters", stage, student.arch, n_params / 1e6)
+        if teacher_meta:
+            log.info(
+                "teacher %.2fM parameters, %.1fx larger",
+                teacher_meta["params"] / 1e6,
+                teacher_meta["params"] / n_params,
+            )
+        name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
+        with stage_run(stage, tracking.experiment, name, params, tags, run_id=ckpt.run_id) as run:
+            ckpt.run_id = run.info.run_id
+            log_run_inputs(params_file, n_params, resumed=ckpt.state is not None)
+            result = fit(
+                model,
+                plan.objective,
+                train,
+                val,
+                fs.task,
+                settings,
+                MetricBuffer(),
+                plan.extra_modules,
+                checkpoint=ckpt,
+                augment=aug,
+            )
+            primary = fs.task.primary
+            with deferred():
+                mlflow.log_metrics(
+                    {f"best/val_{primary}": result.best_score, "best/epoch": result.best_epoch}
+                )
+            model.cpu().eval()
+            model_uri = log_torch_model(LogitsOnly(model).eval(), "student", val.x[:1].numpy())
+            meta = {
+                "run_id": run.info.run_id,
+                "tracking_uri": tracking_uri(),
+                "experiment": tracking.experiment,
+                "model_uri": model_uri,
+                "teacher_run_id": teacher_meta.get("run_id"),
+                "best_epoch": result.best_epoch,
+                "task": fs.task.kind,
+                f"val_{primary}": result.best_score,
+                "params": n_params,
+                "input_shape": list(fs.input_shape),
+                "targets": fs.targets,
+            }
+            with atomic_dir(out_dir) as tmp:
+                model.save_pretrained(tmp)
+                save_labels(tmp, fs)
+                meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
+                # the student for mobile runtimes: ONNX with a dynamic batch axis, checked against PyTorch
+                served = LogitsOnly(model).eval()
+                onnx_path = export_onnx(served, val.x[:1], tmp / ONNX_FILE)
+                meta["onnx_max_abs_diff"] = check_onnx(served, onnx_path, val.x[:4])
+                pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
+                write_json(tmp / "meta.json", meta)
+            mlflow.log_artifact(str(Path(out_dir) / ONNX_FILE), artifact_path="onnx")
+        ckpt.discard()
+        log.info("%s: best epoch %d, val %s %.4f", stage, result.best_epoch, primary, result.best_score)
+        return meta

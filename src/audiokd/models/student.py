@@ -30,25 +30,20 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], task: T
     (``vit_*`` keys) whose attention probabilities allow attention-map transfer from the teacher.
     """
     channels, height, width = input_shape
+    # what the convolutional families share
+    conv = {
+        "num_channels": channels,
+        "image_size": max(height, width),
+        "classifier_dropout_prob": cfg.dropout,
+        **head_kwargs(task),
+    }
     if cfg.arch == "mobilevitv2":
         return MobileViTV2ForImageClassification(
-            MobileViTV2Config(
-                num_channels=channels,
-                image_size=max(height, width),
-                width_multiplier=cfg.width_multiplier,
-                classifier_dropout_prob=cfg.dropout,
-                **head_kwargs(task),
-            )
+            MobileViTV2Config(width_multiplier=cfg.width_multiplier, **conv)
         )
     if cfg.arch == "mobilenet_v2":
         return MobileNetV2ForImageClassification(
-            MobileNetV2Config(
-                num_channels=channels,
-                image_size=max(height, width),
-                depth_multiplier=cfg.depth_multiplier,
-                classifier_dropout_prob=cfg.dropout,
-                **head_kwargs(task),
-            )
+            MobileNetV2Config(depth_multiplier=cfg.depth_multiplier, **conv)
         )
     if cfg.arch == "vit":
         config = ViTConfig(
@@ -64,14 +59,11 @@ def build_student(cfg: StudentConfig, input_shape: tuple[int, int, int], task: T
         )
         return ViTForImageClassification(config)
     config = MobileViTConfig(
-        num_channels=channels,
-        image_size=max(height, width),
         hidden_sizes=list(cfg.hidden_sizes),
         neck_hidden_sizes=list(cfg.neck_hidden_sizes),
         expand_ratio=cfg.expand_ratio,
         num_attention_heads=cfg.num_heads,
-        classifier_dropout_prob=cfg.dropout,
-        **head_kwargs(task),
+        **conv,
     )
     return MobileViTForImageClassification(config)
 
