@@ -42,6 +42,23 @@ def test_default_params_comment_every_key(repo_root):
         ("distill", {"epochs": "ten"}, "distill.epochs: expected an integer"),
         ("teacher", {"num_heads": 5}, "teacher.hidden_size = 384 must be divisible"),
         (
+            "teacher",
+            {"arch": "efficientnet"},
+            "teacher.arch = 'efficientnet' is not allowed: choose one of vit",
+        ),
+        (
+            "teacher",
+            {"arch": "ast", "ast_stride": 20},
+            "teacher.ast_stride = 20 must not exceed teacher.patch_size",
+        ),
+        (
+            "teacher",
+            {"cnn_depths": [2, 2, 2]},
+            "teacher.cnn_depths (3 stages) and teacher.cnn_hidden_sizes (4 widths)",
+        ),
+        ("teacher", {"cnn_hidden_sizes": [64, 0]}, "teacher.cnn_hidden_sizes = 0 is out of range"),
+        ("teacher", {"init_checkpoint": "x"}, "teacher.init_checkpoint: unknown key"),
+        (
             "data",
             {"split": {"train": 0.5, "val": 0.1, "test": 0.1}},
             "data.split: train + val + test must sum to 1",

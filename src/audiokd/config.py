@@ -108,17 +108,28 @@ class AugmentConfig:
         return (self.num_masks > 0 and (self.freq_mask > 0 or self.time_mask > 0)) or self.mixup_alpha > 0
 
 
+TEACHER_ARCHS = ("vit", "ast", "resnet", "convnext")
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
-    """ViT teacher architecture and its training."""
+    """Teacher architecture (``arch`` picks the family; ``cnn_*``, ``ast_*`` keys are per family), training.
 
+    ``pretrained``: a local folder written by ``save_pretrained`` or a Hugging Face hub id; the architecture
+    then comes from the checkpoint (its family must equal ``arch``) and only the head is new.
+    """
+
+    arch: str = _f("vit", choices=TEACHER_ARCHS)
     hidden_size: int = _f(384, range=(16, 4096))
     num_layers: int = _f(8, range=(1, 48))
     num_heads: int = _f(6, range=(1, 64))
     intermediate_size: int = _f(1536, range=(16, 16384))
     patch_size: int = _f(16, range=(2, 64))
+    ast_stride: int = _f(10, range=(1, 64))
+    cnn_depths: tuple[int, ...] = _f((2, 2, 2, 2), range=(1, 64), min_len=1)
+    cnn_hidden_sizes: tuple[int, ...] = _f((64, 128, 256, 512), range=(4, 4096), min_len=1)
     dropout: float = _f(0.0, range=(0.0, 0.9))
-    init_checkpoint: str = ""
+    pretrained: str = ""
     epochs: int = _f(30, range=(1, 10_000))
     batch_size: int = _f(32, range=(1, 65536))
     lr: float = _f(3e-4, range=(0.0, 10.0), open_low=True)
@@ -312,11 +323,8 @@ def _cross_check(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{prefix}: train + val + test must sum to 1, got {total:g}")
     if isinstance(obj, SyntheticConfig) and obj.min_duration_s > obj.max_duration_s:
         raise ConfigError(f"{prefix}.min_duration_s must not exceed {prefix}.max_duration_s")
-    if isinstance(obj, TeacherConfig) and obj.hidden_size % obj.num_heads:
-        raise ConfigError(
-            f"{prefix}.hidden_size = {obj.hidden_size} must be divisible by "
-            f"{prefix}.num_heads = {obj.num_heads}"
-        )
+    if isinstance(obj, TeacherConfig):
+        _check_teacher(obj, prefix)
     if isinstance(obj, StudentConfig) and any(h % obj.num_heads for h in obj.hidden_sizes):
         raise ConfigError(f"{prefix}.hidden_sizes must all be divisible by {prefix}.num_heads")
     if isinstance(obj, StudentConfig) and obj.vit_hidden_size % obj.num_heads:
@@ -336,6 +344,25 @@ def _cross_check(obj: Any, prefix: str) -> None:
         )
     if isinstance(obj, AudioConfig) and obj.random_crop and obj.crop_pool_s < obj.duration_s:
         raise ConfigError(f"{prefix}.crop_pool_s must be at least {prefix}.duration_s when random_crop is on")
+
+
+def _check_teacher(obj: TeacherConfig, prefix: str) -> None:
+    """Keys of the teacher section that constrain each other (the stride only where ``arch`` uses it)."""
+    if obj.hidden_size % obj.num_heads:
+        raise ConfigError(
+            f"{prefix}.hidden_size = {obj.hidden_size} must be divisible by "
+            f"{prefix}.num_heads = {obj.num_heads}"
+        )
+    if obj.arch == "ast" and obj.ast_stride > obj.patch_size:
+        raise ConfigError(
+            f"{prefix}.ast_stride = {obj.ast_stride} must not exceed {prefix}.patch_size = {obj.patch_size} "
+            "(a larger stride skips input between patches)"
+        )
+    if len(obj.cnn_depths) != len(obj.cnn_hidden_sizes):
+        raise ConfigError(
+            f"{prefix}.cnn_depths ({len(obj.cnn_depths)} stages) and {prefix}.cnn_hidden_sizes "
+            f"({len(obj.cnn_hidden_sizes)} widths) must have the same length"
+        )
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The train_teacher stage: a ViT trained on the spectrograms, saved with its predictions for distillation."""
+"""The train_teacher stage: a ``teacher.arch`` teacher (from scratch or ``teacher.pretrained``) trained on the
+spectrograms, saved with its predictions for distillation."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from audiokd.distill import teacher_cache
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, write_json
 from audiokd.models import count_params, predict
-from audiokd.models.teacher import build_teacher
+from audiokd.models.teacher import build_teacher, resolve_pretrained
 from audiokd.tracking import MetricBuffer, log_run_inputs, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
@@ -70,7 +71,8 @@ def train_teacher(
             torch.set_num_threads(runtime.num_threads)
         seed_everything(runtime.seed)
         task = fs.task
-        model = build_teacher(teacher, fs.input_shape, task)
+        pretrained = resolve_pretrained(teacher.pretrained)  # a hub id without network fails here
+        model = build_teacher(teacher, fs.input_shape, task, audio=fs.meta.get("audio"))
         n_params = count_params(model)
         train, val = fs.split("train"), fs.split("val")
         settings = settings_from(
@@ -93,7 +95,7 @@ def train_teacher(
         ckpt = open_checkpoint(
             "train_teacher",
             {**params, "tracking": section_to_dict(tracking), "tracking_uri": tracking_uri()},
-            [features_dir, teacher.init_checkpoint],
+            [features_dir, pretrained or ""],  # resume only from the same checkpoint content
             owner=d.main,
         )
 
@@ -107,8 +109,10 @@ def train_teacher(
             fit(model, objective, train, val, task, settings, None, checkpoint=ckpt, augment=aug)
             return {}
         log.info(
-            "teacher: ViT %.2fM parameters, input %s, %d train / %d val clips",
+            "teacher: %s %.2fM parameters%s, input %s, %d train / %d val clips",
+            teacher.arch,
             n_params / 1e6,
+            f" from {teacher.pretrained}" if pretrained else "",
             fs.input_shape,
             len(train),
             len(val),
@@ -131,6 +135,8 @@ def train_teacher(
                 "task": task.kind,
                 f"val_{task.primary}": result.best_score,
                 "params": n_params,
+                "arch": teacher.arch,
+                "pretrained": str(pretrained or ""),
                 "input_shape": list(fs.input_shape),
                 "targets": fs.targets,
             }

@@ -73,13 +73,11 @@ def test_pickle_based_weights_are_never_loaded(teacher_dir):
         load_teacher(teacher_dir)
 
 
-def test_a_damaged_init_checkpoint_is_refused_before_training(teacher_dir):
+def test_a_damaged_pretrained_checkpoint_is_refused_before_training(teacher_dir):
     weights = teacher_dir / "model.safetensors"
     weights.write_bytes(b"\x00" * 16)
     with pytest.raises(WeightsError, match=re.escape(str(weights))):
-        build_teacher(
-            TeacherConfig(init_checkpoint=str(teacher_dir)), (1, 32, 64), Task("regression", ("a", "b"))
-        )
+        build_teacher(TeacherConfig(pretrained=str(teacher_dir)), (1, 32, 64), Task("regression", ("a", "b")))
 
 
 def test_source_loads_nothing_through_pickle():

@@ -15,12 +15,20 @@ from pathlib import Path
 
 import torch
 
-from audiokd.config import DistillConfig
+from audiokd.config import ConfigError, DistillConfig
 from audiokd.distill.feature_losses import build_term
 from audiokd.distill.losses import KDLoss
 from audiokd.distributed import unwrap
-from audiokd.models.features import Inner, pair_layers, select_layers, student_inner, teacher_inner
+from audiokd.models.features import (
+    Inner,
+    pair_layers,
+    select_layers,
+    student_inner,
+    teacher_inner,
+    teacher_layer_count,
+)
 from audiokd.models.teacher import load_teacher
+from audiokd.models.teachers import family_of
 from audiokd.tasks import Task
 from audiokd.training import Objective
 
@@ -48,6 +56,20 @@ def _student_pass(
         kwargs["output_attentions"] = True
     out = net(pixel_values=x, **kwargs)
     return out.logits, (student_inner(unwrap(net), out, attn) if hidden else None)
+
+
+def _check_attention_sizes(teacher: Inner, student: Inner, pairs: list[tuple[int, int]]) -> None:
+    """attention_map compares (1 + N) x (1 + N) maps token by token: both models need the same patch grid."""
+    assert teacher.attentions is not None and student.attentions is not None
+    for t, s in pairs:
+        t_n, s_n = teacher.attentions[t].shape[-1], student.attentions[s].shape[-1]
+        if t_n != s_n:
+            raise ConfigError(
+                f"distill.attention_loss = attention_map: the teacher attends over {t_n} tokens, the "
+                f"student over {s_n}; give both the same patch grid (student.vit_patch_size = "
+                "teacher.patch_size, and for an AST teacher teacher.ast_stride = teacher.patch_size) or use "
+                "attention_loss: activation"
+            )
 
 
 def build_objective(
@@ -98,7 +120,13 @@ def build_objective(
         raise ValueError("distill: feature and attention terms need a teacher")
     teacher = load_teacher(teacher_dir).to(device)
     teacher.requires_grad_(False)
-    layers = select_layers(cfg.teacher_layers, teacher.config.num_hidden_layers)
+    if attn_maps and not family_of(teacher).has_attentions:
+        raise ConfigError(
+            "distill.attention_loss = attention_map needs a teacher with attention probabilities "
+            f"(teacher.arch vit or ast); this teacher is {family_of(teacher).arch}: use "
+            "distill.attention_loss: activation"
+        )
+    layers = select_layers(cfg.teacher_layers, teacher_layer_count(teacher))
     with torch.no_grad():
         t_out = teacher(pixel_values=sample_x, output_hidden_states=True, output_attentions=attn_maps)
         t_inner = teacher_inner(teacher, t_out, layers, attn_maps)
@@ -109,6 +137,8 @@ def build_objective(
     assert s_inner is not None
     n_student = len(s_inner.attentions) if attn_maps and s_inner.attentions else len(s_inner.maps)
     pairs = pair_layers(len(layers), n_student)
+    if attn_maps:
+        _check_attention_sizes(t_inner, s_inner, pairs)
     feature = build_term(
         "feature", cfg.feature_loss, s_inner.channels, t_inner.channels, pairs, cfg.attention_p
     )

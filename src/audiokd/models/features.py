@@ -1,14 +1,16 @@
 """Intermediate outputs of teacher and student, without fragile hooks where the model exposes them.
 
-- ViT teacher: ``output_hidden_states=True`` in the same forward pass that gives its outputs; layer ``i``
-  (1-based) is ``hidden_states[i]``, tokens (B, 1 + N, D) with the CLS token first.
+- Teachers: ``output_hidden_states=True`` in the same forward pass that gives their outputs; layer ``i``
+  (1-based) is ``hidden_states[i]``: ViT tokens (B, 1 + N, D) with the CLS token first, AST tokens with two
+  special tokens first, ResNet/ConvNeXt stage maps (B, C, H, W). Each family (:mod:`audiokd.models.teachers`)
+  brings its own to the canonical form.
 - MobileViT student: ``output_hidden_states=True`` gives one map (B, C, H, W) per stage.
 - Anything else: :class:`ModuleOutputs`, forward hooks by module path that accept a tensor, a tuple or
   list (first tensor), a dict or a ``ModelOutput`` and are always removed, also when the forward raises.
   (The notebook's hooks called ``.clone()`` on the tuple a ViT block returned in transformers 4.x.)
 
-Every feature is brought to one canonical form, a map (B, C, H, W): ViT tokens drop CLS and are laid out on
-the patch grid.
+Every feature is brought to one canonical form, a map (B, C, H, W): tokens drop their special tokens and are
+laid out on the patch grid.
 """
 
 from __future__ import annotations
@@ -150,12 +152,31 @@ def is_vit(model: torch.nn.Module) -> bool:
     return getattr(getattr(model, "config", None), "model_type", "") == "vit"
 
 
+def teacher_layer_count(model: torch.nn.Module) -> int:
+    """How many layers of this teacher ``distill.teacher_layers`` can pick (ViT/AST: encoder layers;
+    ResNet/ConvNeXt: stages)."""
+    from audiokd.models.teachers import family_of  # the families use this module's helpers
+
+    return family_of(model).num_layers(model.config)
+
+
 def teacher_inner(model: torch.nn.Module, out: Any, layers: Sequence[int], with_attentions: bool) -> Inner:
-    """Selected ViT layers (1-based) of a forward run with ``output_hidden_states=True``."""
-    grid = vit_grid(model)
-    maps = [tokens_to_map(out.hidden_states[i], grid) for i in layers]
-    attn = [out.attentions[i - 1] for i in layers] if with_attentions else None
-    return Inner(maps, attn)
+    """Selected layers (1-based) of a teacher forward run with ``output_hidden_states=True``, any family.
+
+    Maps come out canonical (B, C, H, W) and attentions, when asked, in ViT's layout (one special token, then
+    the patches): the family of the teacher (:mod:`audiokd.models.teachers`) knows how.
+    """
+    from audiokd.models.teachers import family_of  # the families use this module's helpers
+
+    fam = family_of(model)
+    maps = fam.feature_maps(model, out.hidden_states)
+    attn = None
+    if with_attentions:
+        if not fam.has_attentions or getattr(out, "attentions", None) is None:
+            raise ValueError(f"{type(model).__name__} returned no attention probabilities")
+        every = fam.attentions(model, out.attentions)
+        attn = [every[i - 1] for i in layers]
+    return Inner([maps[i - 1] for i in layers], attn)
 
 
 def student_inner(model: torch.nn.Module, out: Any, with_attentions: bool) -> Inner:

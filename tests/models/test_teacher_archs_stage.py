@@ -1,0 +1,118 @@
+"""The train_teacher stage function with each teacher.arch, and with an AST checkpoint, on tiny real features."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+import torch
+from transformers import ASTConfig, ASTForAudioClassification
+
+from audiokd.config import (
+    AudioConfig,
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    RuntimeConfig,
+    SyntheticConfig,
+    TeacherConfig,
+    TrackingConfig,
+)
+from audiokd.data.features import FeatureSet, preprocess
+from audiokd.data.manifest import prepare
+from audiokd.data.synthetic import generate
+from audiokd.models import predict
+from audiokd.models.teacher import load_teacher
+from audiokd.teacher_training import train_teacher
+
+# what an AudioSet AST checkpoint needs, shrunk: 16 kHz, 10 ms hop (160 samples); 16 mels; 0.5 s = 50 frames
+AUDIO = AudioConfig(sample_rate=16000, duration_s=0.5, n_fft=400, hop_length=160, n_mels=16)
+TINY = dict(
+    hidden_size=32,
+    num_layers=2,
+    num_heads=2,
+    intermediate_size=64,
+    patch_size=8,
+    ast_stride=8,
+    cnn_depths=(1, 1),
+    cnn_hidden_sizes=(8, 16),
+    epochs=2,
+    batch_size=8,
+    lr=1e-3,
+)
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    generate(SyntheticConfig(clips=30, min_duration_s=0.4, max_duration_s=0.9), root / "embedded")
+    data = DataConfig(manifest=str(root / "embedded" / "manifest.csv"), seed=1)
+    prepare(data, root / "prepared")
+    preprocess(data, AUDIO, root / "prepared", root / "features")
+    return data, root / "features"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("AUDIOKD_CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def _train(features, teacher: TeacherConfig, out):
+    data, folder = features
+    runtime = RuntimeConfig(device="cpu", num_threads=2)
+    return train_teacher(data, teacher, TrackingConfig(experiment="t"), runtime, AugmentConfig(), folder, out)
+
+
+def _ast_checkpoint(folder, mel_bins: int = 16):
+    torch.manual_seed(3)
+    config = ASTConfig(
+        num_mel_bins=mel_bins,
+        max_length=100,
+        patch_size=8,
+        frequency_stride=8,
+        time_stride=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=9,
+    )
+    ASTForAudioClassification(config).save_pretrained(folder)
+    return folder
+
+
+@pytest.mark.parametrize("arch", ["vit", "ast", "resnet", "convnext"])
+def test_the_stage_trains_every_arch(features, store, tmp_path, arch):
+    meta = _train(features, TeacherConfig(arch=arch, **TINY), tmp_path / "teacher")
+    assert meta["arch"] == arch and meta["pretrained"] == ""
+    model = load_teacher(tmp_path / "teacher")
+    fs = FeatureSet.load(features[1])
+    out = predict(model, fs.split("test").x)
+    assert out.shape == (len(fs.split("test")), 2) and torch.isfinite(out).all()
+    assert (tmp_path / "teacher" / "predictions").is_dir()
+
+
+def test_the_stage_fine_tunes_an_ast_checkpoint(features, store, tmp_path):
+    ckpt = _ast_checkpoint(tmp_path / "ckpt")
+    meta = _train(features, TeacherConfig(arch="ast", pretrained=str(ckpt), **TINY), tmp_path / "teacher")
+    assert meta["arch"] == "ast" and meta["pretrained"] == str(ckpt)
+    saved = json.loads((tmp_path / "teacher" / "config.json").read_text())
+    assert saved["model_type"] == "audio-spectrogram-transformer" and saved["max_length"] == 50
+    assert saved["num_labels"] == 2 and saved["problem_type"] == "regression"
+    model = load_teacher(tmp_path / "teacher")
+    # 2 x 6 patches (16 mels x 50 frames, patch 8, stride 8) and the two special tokens
+    assert model.audio_spectrogram_transformer.embeddings.position_embeddings.shape == (1, 14, 32)
+
+
+def test_an_ast_checkpoint_for_other_mel_bins_stops_the_stage_before_training(features, store, tmp_path):
+    ckpt = _ast_checkpoint(tmp_path / "ckpt", mel_bins=128)
+    teacher = TeacherConfig(arch="ast", pretrained=str(ckpt), **TINY)
+    with pytest.raises(ConfigError, match=r"audio.n_mels = 16 \(needs 128\)"):
+        _train(features, teacher, tmp_path / "teacher")
+    assert not (tmp_path / "teacher").exists() and not (tmp_path / "checkpoints").exists()
