@@ -148,6 +148,8 @@ def evaluate(
             cfg.bootstrap_seed,
         )
         metrics["kd_gain_ci95"] = list(ci)
+        # DVC shows numbers, not lists: the ends again as scalars, for `dvc exp show` across seeds
+        metrics["kd_gain_lo"], metrics["kd_gain_hi"] = ci
     budgets = {m: read_json(f / "meta.json").get("budget") for m, f in folders.items() if m != "teacher"}
     if all(budgets.values()):  # clips, epochs and steps each student trained for
         metrics["budget"] = budgets

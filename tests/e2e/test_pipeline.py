@@ -58,6 +58,8 @@ def test_metrics_follow_the_schema(pipeline):
         "speedup",
         "kd_gain",
         "kd_gain_ci95",
+        "kd_gain_lo",
+        "kd_gain_hi",
         "budget",
     }
     for model in ("teacher", "student", "student_no_kd"):
@@ -71,6 +73,7 @@ def test_metrics_follow_the_schema(pipeline):
     assert m["student_no_kd"]["params"] == m["student"]["params"]  # the same student, without the teacher
     lo, hi = m["kd_gain_ci95"]
     assert -2 <= lo <= hi <= 2  # (that it brackets kd_gain is a unit test's: 8 test clips are few here)
+    assert [m["kd_gain_lo"], m["kd_gain_hi"]] == [lo, hi]
     # 24 labelled + 16 unlabelled clips, batch 8: 5 steps an epoch, 2 epochs; the baseline's 24 clips take
     # 3 steps an epoch, so it trains 4 epochs: at least as many steps
     assert m["budget"] == {
@@ -219,7 +222,7 @@ def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
     assert "a=0.5 b=0.4 g=0.3" in run.info.run_name
     for name in ("train/feature_loss", "train/attention_loss", "train/soft_loss"):
         history = client.get_metric_history(run.info.run_id, name)
-        assert len(history) == 6 and all(m.value > 0 for m in history), name
+        assert len(history) == 10 and all(m.value > 0 for m in history), name  # 2 epochs of 5 steps
 
 
 def test_baseline_disabled_writes_a_marker_and_evaluate_leaves_the_keys_out(pipeline):
