@@ -100,5 +100,36 @@ def test_summary_shows_the_no_kd_student_and_the_gain():
     with_baseline = summary(_metrics(no_kd=0.90)).splitlines()
     assert with_baseline[3].startswith("student no-KD") and "0.9000" in with_baseline[3]
     assert with_baseline[-1].startswith("KD gain -0.0500 CCC") and "does not help" in with_baseline[-1]
+    # without kd_gain_ci95 (a metrics.json from before the bootstrap) the sign alone speaks
     without = summary(_metrics(no_kd=None))
     assert "no-KD" not in without and "KD gain" not in without
+
+
+@pytest.mark.parametrize(
+    ("ci", "verdict"),
+    [
+        ((0.01, 0.09), "KD helps"),
+        ((-0.09, -0.01), "KD hurts"),
+        ((-0.02, 0.11), "cannot tell on this test set"),
+    ],
+)
+def test_report_and_summary_read_the_verdict_from_the_interval(ci, verdict):
+    m = {**_metrics(no_kd=0.80), "kd_gain_ci95": list(ci)}  # the gain is +0.05 in every case
+    text = render_markdown(m, TARGETS, {})
+    assert f"**KD gain +0.0500 CCC, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]: {verdict}.**" in text
+    line = [x for x in summary(m).splitlines() if x.startswith("KD gain")][0]
+    assert line.endswith(f"(95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}]: {verdict})")
+
+
+def test_report_and_summary_say_what_each_student_trained_on():
+    m = _metrics(no_kd=0.80)
+    m["budget"] = {
+        "student": {"labelled_clips": 150, "unlabeled_clips": 550, "epochs": 30, "steps": 660},
+        "student_no_kd": {"labelled_clips": 150, "unlabeled_clips": 0, "epochs": 132, "steps": 660},
+    }
+    expected = (
+        "Training: student (KD) 150 labelled + 550 unlabelled clips, 30 epochs, 660 steps; "
+        "student without KD 150 labelled clips, 132 epochs, 660 steps."
+    )
+    assert expected in render_markdown(m, TARGETS, {}).splitlines()
+    assert summary(m).splitlines()[-1] == expected

@@ -7,7 +7,9 @@
   ``TimeMasking``, a mask per example).
 - mixup (Zhang et al. 2018, arXiv:1710.09412): ``x = lam * x_i + (1 - lam) * x_j`` with
   ``lam ~ Beta(alpha, alpha)``; targets are mixed the same way (class labels as one-hot rows). A live teacher
-  sees the same mixed input, so its outputs are those of the mixed clip.
+  sees the same mixed input, so its outputs are those of the mixed clip. With unlabelled clips in the
+  batch (``labelled_rows``), a clip is mixed only with a clip of its own kind: a mixed labelled clip keeps a
+  valid mixed label, a mixed unlabelled clip stays unlabelled, and the teacher labels both.
 """
 
 from __future__ import annotations
@@ -26,10 +28,17 @@ def center_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 class BatchAugment:
-    """Callable ``(x, y) -> (x, y)`` applied to each training batch; deterministic given its seed."""
+    """Callable ``(x, y[, idx]) -> (x, y)`` applied to each training batch; deterministic given its seed.
 
-    def __init__(self, cfg: AugmentConfig, task: Task, frames: int, seed: int) -> None:
+    ``labelled_rows``: training rows from this index on are unlabelled (None: all are labelled); mixup then
+    pairs rows within each kind, which needs the batch's row indices ``idx``.
+    """
+
+    def __init__(
+        self, cfg: AugmentConfig, task: Task, frames: int, seed: int, labelled_rows: int | None = None
+    ) -> None:
         self.cfg, self.task, self.frames = cfg, task, frames
+        self.labelled_rows = labelled_rows
         self.gen = torch.Generator().manual_seed(seed + 1)
         self.freq = (
             torchaudio.transforms.FrequencyMasking(cfg.freq_mask, iid_masks=True) if cfg.freq_mask else None
@@ -42,8 +51,10 @@ class BatchAugment:
         """Whether batches of ``width`` frames need any change."""
         return self.cfg.active or width > self.frames
 
-    def __call__(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augment one batch."""
+    def __call__(
+        self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augment one batch (``idx``: its rows' indices in the training set)."""
         if x.shape[-1] > self.frames:
             offsets = torch.randint(0, x.shape[-1] - self.frames + 1, (x.shape[0],), generator=self.gen)
             x = torch.stack([xi[..., o : o + self.frames] for xi, o in zip(x, offsets.tolist(), strict=True)])
@@ -61,8 +72,20 @@ class BatchAugment:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=self.gen)))
                 lam = float(beta.sample())
-            perm = torch.randperm(x.shape[0], generator=self.gen).to(x.device)
+            perm = self._partners(x.shape[0], idx).to(x.device)
             x = lam * x + (1 - lam) * x[perm]
             y = self.task.as_mixable(y)
             y = lam * y + (1 - lam) * y[perm]
         return x, y
+
+    def _partners(self, n: int, idx: torch.Tensor | None) -> torch.Tensor:
+        """A random mixup partner for each of ``n`` rows, of the same kind (labelled or not) as the row."""
+        if self.labelled_rows is None:
+            return torch.randperm(n, generator=self.gen)
+        if idx is None:
+            raise ValueError("BatchAugment: mixup with unlabelled rows needs the batch's row indices")
+        perm = torch.arange(n)
+        for kind in (idx < self.labelled_rows, idx >= self.labelled_rows):
+            rows = torch.nonzero(kind).flatten()
+            perm[rows] = rows[torch.randperm(len(rows), generator=self.gen)]
+        return perm

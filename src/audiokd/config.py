@@ -58,6 +58,7 @@ class SyntheticConfig:
     """The embedded synthetic set, written by the synthesize stage to ``data/embedded``."""
 
     clips: int = _f(1000, range=(30, 100_000))
+    unlabeled_clips: int = _f(0, range=(0, 1_000_000))
     seed: int = _f(42, range=(0, 2**31 - 1))
     sample_rate: int = _f(22050, range=(4000, 96000))
     min_duration_s: float = _f(1.5, range=(0.1, 60.0))
@@ -70,6 +71,7 @@ class DataConfig:
     """Where clips come from, what to predict and how to split."""
 
     manifest: str = "data/embedded/manifest.csv"
+    unlabeled_manifest: str = ""
     task: str = _f("regression", choices=("regression", "classification"))
     targets: tuple[str, ...] = _f(("arousal", "valence"), min_len=1)
     label_column: str = "label"
@@ -171,6 +173,7 @@ class DistillConfig:
     batch_size: int = _f(32, range=(1, 65536))
     lr: float = _f(2e-3, range=(0.0, 10.0), open_low=True)
     weight_decay: float = _f(0.01, range=(0.0, 10.0))
+    unlabeled_weight: float = _f(1.0, range=(0.0, 100.0))
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,8 @@ class EvaluateConfig:
     latency_repeats: int = _f(30, range=(1, 10_000))
     latency_warmup: int = _f(5, range=(0, 1000))
     latency_threads: int = _f(1, range=(1, 256))
+    bootstrap_resamples: int = _f(2000, range=(100, 1_000_000))
+    bootstrap_seed: int = _f(0, range=(0, 2**31 - 1))
 
 
 @dataclass(frozen=True)
@@ -341,6 +346,11 @@ def _cross_check(obj: Any, prefix: str) -> None:
     if isinstance(obj, DataConfig) and not obj.manifest:
         raise ConfigError(
             f"{prefix}.manifest: give a CSV path (the embedded set is data/embedded/manifest.csv)"
+        )
+    if isinstance(obj, DataConfig) and Path(obj.unlabeled_manifest).is_absolute():
+        raise ConfigError(
+            f"{prefix}.unlabeled_manifest = {obj.unlabeled_manifest!r}: give it relative to the folder of "
+            f"{prefix}.manifest (e.g. ../pool/unlabeled.csv), so that DVC can watch it from there"
         )
     if isinstance(obj, AudioConfig) and obj.random_crop and obj.crop_pool_s < obj.duration_s:
         raise ConfigError(f"{prefix}.crop_pool_s must be at least {prefix}.duration_s when random_crop is on")

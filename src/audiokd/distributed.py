@@ -94,6 +94,19 @@ class Dist:
         return t
 
 
+def global_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over the processes of the job (a copy; ``t`` itself when there is one process).
+
+    For loss terms that need a global count inside the objective (a mean over the labelled rows of the
+    global batch); every rank must call it at the same point of each step, as for any collective.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return t
+    t = t.clone()
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def from_env() -> Dist:
     """The job layout torchrun exported (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``LOCAL_WORLD_SIZE``)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -17,11 +17,12 @@ from mlflow.exceptions import MlflowException
 from audiokd.config import DataConfig, EvaluateConfig, TrackingConfig
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.io import read_json, write_json
+from audiokd.metrics import gain_verdict, paired_bootstrap_ci
 from audiokd.models import count_params, predict, weights_size_mb
 from audiokd.models.student import load_student
 from audiokd.models.teacher import load_teacher
 from audiokd.registry import CANDIDATE, register_candidate
-from audiokd.report import write_report
+from audiokd.report import budget_lines, write_report
 from audiokd.tracking import setup, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,20 @@ def evaluate(
     }
     if "student_no_kd" in reports:
         metrics["kd_gain"] = s_rep[key] - reports["student_no_kd"][key]
+        ci = paired_bootstrap_ci(
+            preds["student"],
+            preds["student_no_kd"],
+            y_true,
+            fs.task.kind,
+            cfg.bootstrap_resamples,
+            cfg.bootstrap_seed,
+        )
+        metrics["kd_gain_ci95"] = list(ci)
+        # DVC shows numbers, not lists: the ends again as scalars, for `dvc exp show` across seeds
+        metrics["kd_gain_lo"], metrics["kd_gain_hi"] = ci
+    budgets = {m: read_json(f / "meta.json").get("budget") for m, f in folders.items() if m != "teacher"}
+    if all(budgets.values()):  # clips, epochs and steps each student trained for
+        metrics["budget"] = budgets
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     histories = {name: pd.read_csv(folder / "history.csv") for name, folder in folders.items()}
@@ -210,6 +225,8 @@ def _log_to_runs(
         flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"].get("ccc", {}).items()})
         if "kd_gain" in metrics:
             flat["test/kd_gain"] = metrics["kd_gain"]
+        if "kd_gain_ci95" in metrics:
+            flat["test/kd_gain_lo"], flat["test/kd_gain_hi"] = metrics["kd_gain_ci95"]
         for k, v in flat.items():
             client.log_metric(run_id, k, float(v))
         client.log_artifact(run_id, str(metrics_path), artifact_path="reports")
@@ -254,8 +271,15 @@ def summary(metrics: dict[str, Any]) -> str:
         lines.append(f"student macro F1 {metrics['student']['macro_f1']:.3f}")
     if "kd_gain" in metrics:
         gain = metrics["kd_gain"]
-        verdict = "KD helps" if gain > 0 else "KD does not help here: the no-KD student is as good or better"
+        if "kd_gain_ci95" in metrics:
+            lo, hi = metrics["kd_gain_ci95"]
+            verdict = f"95% CI [{lo:+.4f}, {hi:+.4f}]: {gain_verdict((lo, hi))}"
+        else:  # metrics.json from before the bootstrap
+            verdict = (
+                "KD helps" if gain > 0 else "KD does not help here: the no-KD student is as good or better"
+            )
         lines.append(
             f"KD gain {gain:+.4f} {unit} over the same student trained without a teacher ({verdict})"
         )
+    lines += budget_lines(metrics)
     return "\n".join(lines)

@@ -16,6 +16,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from audiokd.metrics import gain_verdict
+
 log = logging.getLogger(__name__)
 
 # display names, in the order they appear in tables and figure panels
@@ -158,6 +160,10 @@ def _verdict(metrics: dict[str, Any]) -> str:
         )
     gain = metrics["kd_gain"]
     unit = QUALITY_LABEL[quality_key(metrics)]
+    if "kd_gain_ci95" in metrics:
+        lo, hi = metrics["kd_gain_ci95"]
+        head = f"**KD gain {gain:+.4f} {unit}, 95% CI [{lo:+.4f}, {hi:+.4f}]: {gain_verdict((lo, hi))}.**"
+        return head + " " + _WHY[gain_verdict((lo, hi))]
     if gain > 0:
         return (
             f"**KD gain {gain:+.4f} {unit}**: the distilled student beats the same student trained with the "
@@ -167,6 +173,30 @@ def _verdict(metrics: dict[str, Any]) -> str:
         f"**KD gain {gain:+.4f} {unit}: distillation did not help here.** The same student trained without a "
         "teacher is as good or better; ship that one, or improve the teacher before distilling."
     )
+
+
+_WHY = {
+    "KD helps": "The distilled student beats the same student trained without a teacher for as many steps, "
+    "and the paired bootstrap over the test clips puts the whole interval above 0.",
+    "KD hurts": "The same student trained without a teacher is better, across the whole interval; ship "
+    "that one, or improve the teacher before distilling.",
+    "cannot tell on this test set": "The interval (paired bootstrap over the test clips) holds 0: the "
+    "difference is within what another draw of test clips could give. More test clips, or seeds run as a "
+    "grid (README), can settle it.",
+}
+
+
+def budget_lines(metrics: dict[str, Any]) -> list[str]:
+    """One line on what each student trained on (``metrics["budget"]``: clips, epochs, optimizer steps)."""
+    if "budget" not in metrics:
+        return []
+    parts = []
+    for name, b in metrics["budget"].items():
+        clips = f"{b['labelled_clips']} labelled" + (
+            f" + {b['unlabeled_clips']} unlabelled" if b["unlabeled_clips"] else ""
+        )
+        parts.append(f"{MODELS.get(name, name)} {clips} clips, {b['epochs']} epochs, {b['steps']} steps")
+    return ["Training: " + "; ".join(parts) + "."]
 
 
 def render_markdown(
@@ -193,6 +223,8 @@ def render_markdown(
         "compression "
         f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x.",
     ]
+    if budget_lines(metrics):
+        lines += ["", *budget_lines(metrics)]
     if registry:
         lines += ["", f"Registered in MLflow as {registry}."]
     for caption, rel in figures.items():

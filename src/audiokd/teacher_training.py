@@ -22,6 +22,7 @@ from audiokd.config import (
     section_to_dict,
 )
 from audiokd.data.features import FeatureSet, check_targets
+from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill import teacher_cache
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, write_json
@@ -149,6 +150,8 @@ def train_teacher(
                     "train": predict(model, center_frames(train.x, fs.frames)),
                     "val": predict(model, val.x),
                 }
+                if fs.count(UNLABELED):  # the unlabelled clips distill trains on: the teacher labels them
+                    outputs[UNLABELED] = predict(model, center_frames(fs.split(UNLABELED).x, fs.frames))
                 key = teacher_cache.cache_key(tmp / teacher_cache.WEIGHTS, Path(features_dir))
                 teacher_cache.save(tmp / "predictions", outputs, fs.meta, key)
                 pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)

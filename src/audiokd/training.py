@@ -33,8 +33,8 @@ from audiokd.tracking import MetricBuffer
 
 log = logging.getLogger(__name__)
 
-# (inputs, targets) of a training batch -> augmented (inputs, targets)
-Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+# (inputs, targets, batch indices into the train split) of a training batch -> augmented (inputs, targets)
+Augment = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 # (model, inputs, labels, batch indices into the train split) -> named loss terms, "total" included.
 # The objective runs the model itself, so it can ask for hidden states or run a teacher beside it.
 Objective = Callable[[torch.nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]
@@ -118,6 +118,12 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("runtime.device = 'cuda' but no CUDA device is available; use auto or cpu")
     return torch.device(name)
+
+
+def epoch_steps(n: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over ``n`` rows: a final batch of one row is folded into the one before
+    (one sample breaks batch norm in training mode)."""
+    return max(1, n // batch_size if n % batch_size < 2 else math.ceil(n / batch_size))
 
 
 def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -242,8 +248,7 @@ def fit(
         params += list(m.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
     n = len(train)
-    # a final batch of one sample breaks batch norm in training mode: fold it away
-    steps_per_epoch = max(1, n // s.batch_size if n % s.batch_size < 2 else math.ceil(n / s.batch_size))
+    steps_per_epoch = epoch_steps(n, s.batch_size)
     total_steps = steps_per_epoch * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, _lr_lambda(total_steps, max(1, min(steps_per_epoch, total_steps // 10)))
@@ -288,7 +293,7 @@ def fit(
             for b, (x, y, idx) in enumerate(loader.epoch(batches)):
                 x, y = x.to(s.device, non_blocking=True), y.to(s.device, non_blocking=True)
                 if augment is not None:
-                    x, y = augment(x, y)
+                    x, y = augment(x, y, idx)
                 with autocast():
                     terms = objective(net, x, y, idx)
                 values = _global_means(terms, len(idx), s, b, steps_per_epoch, n)

@@ -46,3 +46,18 @@ def test_generate_is_deterministic_and_writes_a_manifest(tmp_path):
     assert info.channels == 2 and info.samplerate == 22050  # clip 0 is one of the stereo ones
     c = generate(SyntheticConfig(clips=30, seed=6, min_duration_s=0.3, max_duration_s=0.5), tmp_path / "c")
     assert not a.equals(c)
+
+
+def test_unlabelled_clips_go_to_their_own_manifest_without_changing_the_labelled_set(tmp_path):
+    cfg = SyntheticConfig(clips=30, seed=5, min_duration_s=0.3, max_duration_s=0.5)
+    plain = generate(cfg, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "unlabeled.csv").exists()  # unlabeled_clips 0: the set as before
+    with_pool = generate(SyntheticConfig(**{**cfg.__dict__, "unlabeled_clips": 8}), tmp_path / "pool")
+    pd.testing.assert_frame_equal(plain, with_pool)
+    assert (tmp_path / "plain" / "audio" / "clip_00029.wav").read_bytes() == (
+        tmp_path / "pool" / "audio" / "clip_00029.wav"
+    ).read_bytes()
+    pool = pd.read_csv(tmp_path / "pool" / "unlabeled.csv")
+    assert list(pool.columns) == ["path"] and len(pool) == 8  # the targets are nowhere
+    assert all((tmp_path / "pool" / p).is_file() for p in pool.path)
+    assert sf.info(str(tmp_path / "pool" / pool.path[0])).samplerate == 22050

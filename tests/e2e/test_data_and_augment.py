@@ -49,6 +49,8 @@ def test_classification_manifest_outside_the_repo(repo, tmp_path):
         "-S",
         f"data.manifest={data_dir / 'labels.csv'}",
         "-S",
+        "data.unlabeled_manifest=",  # none beside this manifest: an empty value turns the pool off
+        "-S",
         "data.task=classification",
         "-S",
         "data.label_column=mood",

@@ -36,6 +36,10 @@ def test_every_stage_ran_and_every_output_exists(pipeline):
         for model in ("teacher", "student", "student_no_kd"):
             assert (repo / "models" / model / f).is_file(), (model, f)
     assert (repo / "models" / "teacher" / "predictions" / "train.npy").is_file()
+    # the unlabelled pool: prepared, a features split, labelled by the teacher in its cache
+    assert len((repo / "data" / "prepared" / "unlabeled.csv").read_text().splitlines()) == 1 + 16
+    assert np.load(repo / "data" / "features" / "unlabeled" / "x.npy").shape[0] == 16
+    assert np.load(repo / "models" / "teacher" / "predictions" / "unlabeled.npy").shape == (16, 2)
     assert (repo / "models" / "student" / "model.onnx").is_file()
     assert json.loads((repo / "models" / "student" / "meta.json").read_text())["onnx_max_abs_diff"] <= 1e-4
     for model in ("teacher", "student", "student_no_kd"):
@@ -45,7 +49,19 @@ def test_every_stage_ran_and_every_output_exists(pipeline):
 
 def test_metrics_follow_the_schema(pipeline):
     m = json.loads((pipeline.repo / "reports" / "metrics.json").read_text())
-    assert set(m) == {"teacher", "student", "student_no_kd", "retention", "compression", "speedup", "kd_gain"}
+    assert set(m) == {
+        "teacher",
+        "student",
+        "student_no_kd",
+        "retention",
+        "compression",
+        "speedup",
+        "kd_gain",
+        "kd_gain_ci95",
+        "kd_gain_lo",
+        "kd_gain_hi",
+        "budget",
+    }
     for model in ("teacher", "student", "student_no_kd"):
         assert set(m[model]) == MODEL_KEYS
         assert set(m[model]["ccc"]) == {"arousal", "valence"}
@@ -55,6 +71,15 @@ def test_metrics_follow_the_schema(pipeline):
     assert m["speedup"] == pytest.approx(m["teacher"]["latency_ms"] / m["student"]["latency_ms"])
     assert m["kd_gain"] == pytest.approx(m["student"]["ccc_mean"] - m["student_no_kd"]["ccc_mean"])
     assert m["student_no_kd"]["params"] == m["student"]["params"]  # the same student, without the teacher
+    lo, hi = m["kd_gain_ci95"]
+    assert -2 <= lo <= hi <= 2  # (that it brackets kd_gain is a unit test's: 8 test clips are few here)
+    assert [m["kd_gain_lo"], m["kd_gain_hi"]] == [lo, hi]
+    # 24 labelled + 16 unlabelled clips, batch 8: 5 steps an epoch, 2 epochs; the baseline's 24 clips take
+    # 3 steps an epoch, so it trains 4 epochs: at least as many steps
+    assert m["budget"] == {
+        "student": {"labelled_clips": 24, "unlabeled_clips": 16, "epochs": 2, "steps": 10},
+        "student_no_kd": {"labelled_clips": 24, "unlabeled_clips": 0, "epochs": 4, "steps": 12},
+    }
 
 
 def test_report_and_figures(pipeline):
@@ -69,8 +94,13 @@ def test_report_and_figures(pipeline):
         assert f"](figures/{png})" in text
         data = (repo / "reports" / "figures" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000, png
+    lo, hi = m["kd_gain_ci95"]
+    verdict = "KD helps" if lo > 0 else "KD hurts" if hi < 0 else "cannot tell on this test set"
+    assert f"95% CI [{lo:+.4f}, {hi:+.4f}]: {verdict}.**" in text
+    assert "Training: student (KD) 24 labelled + 16 unlabelled clips, 2 epochs, 10 steps;" in text
     summary = pipeline.sh("audiokd", "summary").stdout
     assert "student no-KD" in summary and f"KD gain {m['kd_gain']:+.4f}" in summary
+    assert f": {verdict})" in summary
 
 
 def test_mlflow_runs_metric_names_and_model(pipeline):
@@ -92,17 +122,23 @@ def test_mlflow_runs_metric_names_and_model(pipeline):
     for name in ("train/hard_loss", "train/soft_loss", "train/total_loss", "val/loss", "val/ccc_mean"):
         assert len(client.get_metric_history(student.info.run_id, name)) > 0, name
     steps = client.get_metric_history(student.info.run_id, "train/total_loss")
-    assert len(steps) == 2 * 3  # 24 train clips, batch 8, 2 epochs: a point per step
+    assert len(steps) == 2 * 5  # 24 train + 16 unlabelled clips, batch 8, 2 epochs: a point per step
+    assert (
+        student.data.params["budget.unlabeled_clips"] == "16" and student.data.tags["kd.teacher"] == "cached"
+    )
     assert len(client.get_metric_history(student.info.run_id, "val/ccc_mean")) == 2
     assert student.data.params["distill.temperature"] == "2.0"
     logged = client.get_run(student.info.run_id).data.metrics
     assert {"test/student_ccc_mean", "test/kd_gain", "test/student_no_kd_ccc_mean"} <= set(logged)
+    ci = json.loads((repo / "reports" / "metrics.json").read_text())["kd_gain_ci95"]
+    assert [logged["test/kd_gain_lo"], logged["test/kd_gain_hi"]] == pytest.approx(ci)
     artifacts = {a.path for a in client.list_artifacts(student.info.run_id, "report/figures")}
     assert artifacts == {f"report/figures/{f}" for f in ("losses.png", "val_ccc.png", "scatter.png")}
 
     # the no-KD baseline: same budget, no teacher, its own run
     assert no_kd.info.run_name == "baseline no-KD a=1 b=0 g=0"
-    assert no_kd.data.params["distill.alpha"] == "1.0" and no_kd.data.params["distill.epochs"] == "2"
+    assert no_kd.data.params["distill.alpha"] == "1.0" and no_kd.data.params["distill.epochs"] == "4"
+    assert no_kd.data.params["budget.steps"] == "12" and no_kd.data.params["budget.unlabeled_clips"] == "0"
     assert no_kd.data.tags["kd.teacher"] == "none" and "teacher_run_id" not in no_kd.data.tags
     assert "test/student_ccc_mean" in client.get_run(no_kd.info.run_id).data.metrics
 
@@ -186,7 +222,7 @@ def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
     assert "a=0.5 b=0.4 g=0.3" in run.info.run_name
     for name in ("train/feature_loss", "train/attention_loss", "train/soft_loss"):
         history = client.get_metric_history(run.info.run_id, name)
-        assert len(history) == 6 and all(m.value > 0 for m in history), name
+        assert len(history) == 10 and all(m.value > 0 for m in history), name  # 2 epochs of 5 steps
 
 
 def test_baseline_disabled_writes_a_marker_and_evaluate_leaves_the_keys_out(pipeline):

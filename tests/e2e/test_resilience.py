@@ -1,6 +1,6 @@
 """Nothing lost, nothing trusted blindly: real stages killed, interrupted, fed bad weights or a dead store.
 
-A copy of the repo with tiny params (distill: 4 epochs of 6 steps) runs `dvc repro train_teacher` once; the
+A copy of the repo with tiny params (distill: 4 epochs of 10 steps) runs `dvc repro train_teacher` once; the
 tests then run the distill stage the way a user would, through `dvc repro` or its stage script.
 """
 
@@ -65,7 +65,7 @@ def repo(tmp_path_factory) -> Path:
             shutil.copy2(root / f, repo / f)
     (repo / "dvc.lock").unlink(missing_ok=True)
     params = yaml.safe_load((root / "tests" / "e2e" / "params_tiny.yaml").read_text())
-    params["distill"].update(epochs=4, batch_size=4)  # 24 train clips: 6 steps an epoch
+    params["distill"].update(epochs=4, batch_size=4)  # 24 train + 16 unlabelled clips: 10 steps an epoch
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (
         ["git", "init", "-q"],

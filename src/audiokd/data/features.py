@@ -7,9 +7,11 @@ Layout of the features folder (memory-mappable ``.npy``, one array per split, no
     features/<split>/x.npy        float32 (N, 1, n_mels, frames), normalised
     features/<split>/y.npy        float32 (N, n_targets) raw targets, or int64 (N,) class indices
     features/<split>/clips.csv    path and targets (or label) per row, in array order
+    features/unlabeled/           with data.unlabeled_manifest: x.npy and clips.csv (paths), no y.npy
 
 With ``audio.random_crop`` the train split keeps ``audio.crop_pool_s`` seconds per clip (more frames) and
 training crops a random window of the model's width from it each time; val and test stay centre-cropped.
+Unlabelled clips are stored like the train split (they are trained on beside it).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tqdm import tqdm
 from audiokd.config import AudioConfig, ConfigError, DataConfig
 from audiokd.data.audio import load_audio
 from audiokd.data.manifest import SPLITS, load_prepared
+from audiokd.data.unlabeled import UNLABELED, UNLABELED_FILE
 from audiokd.io import atomic_dir, read_json, write_json
 from audiokd.tasks import Task
 
@@ -126,9 +129,13 @@ def preprocess(
         )
     frames = num_samples(audio_cfg) // audio_cfg.hop_length
     feats = {}
-    for s in SPLITS:
-        paths = df.loc[df.split == s, "path"].tolist()
-        pool_s = audio_cfg.crop_pool_s if audio_cfg.random_crop and s == "train" else None
+    paths_of = {s: df.loc[df.split == s, "path"].tolist() for s in SPLITS}
+    if (Path(prepared_dir) / UNLABELED_FILE).is_file():
+        pool = pd.read_csv(Path(prepared_dir) / UNLABELED_FILE, dtype={"path": str})
+        paths_of[UNLABELED] = [str(Path(p).resolve()) for p in pool["path"]]
+    for s, paths in paths_of.items():
+        wide = audio_cfg.random_crop and s in ("train", UNLABELED)  # the splits that are trained on
+        pool_s = audio_cfg.crop_pool_s if wide else None
         feats[s] = compute_features(paths, audio_cfg, desc=f"preprocess {s}", seconds=pool_s)
     train = feats["train"]
     mel_mean = train.mean(axis=(0, 1, 3))
@@ -143,7 +150,7 @@ def preprocess(
         "targets": cols if regression else [],
         "classes": classes,
         "shape": [1, audio_cfg.n_mels, frames],
-        "counts": {s: int(len(feats[s])) for s in SPLITS},
+        "counts": {s: int(len(f)) for s, f in feats.items()},
         "random_crop": bool(audio_cfg.random_crop),
         "audio": {
             "sample_rate": audio_cfg.sample_rate,
@@ -154,10 +161,13 @@ def preprocess(
         },
     }
     with atomic_dir(out_dir) as tmp:
-        for s in SPLITS:
+        for s in feats:
             (tmp / s).mkdir()
             x = (feats[s] - mel_mean[None, None, :, None]) / mel_std[None, None, :, None]
             np.save(tmp / s / "x.npy", x.astype(np.float32))
+            if s == UNLABELED:  # no targets to store
+                pd.DataFrame({"path": paths_of[s]}).to_csv(tmp / s / "clips.csv", index=False)
+                continue
             part = df.loc[df.split == s, ["path", *cols]]
             if regression:
                 y = part[cols].to_numpy(np.float32)
@@ -214,13 +224,27 @@ class FeatureSet:
 
     def split(self, name: str) -> SplitData:
         """Open split ``name``: the spectrograms memory-mapped (a batch is a slice of the file, pages shared
-        by every process and DataLoader worker that opens it), regression targets normalised in memory."""
+        by every process and DataLoader worker that opens it), regression targets normalised in memory.
+
+        The ``unlabeled`` split has no targets: it gets zeros of the targets' shape and type, placeholders
+        that keep a batch NaN-free and that no loss on labels may read (the losses mask those rows out).
+        """
         # copy-on-write mapping: a tensor over it may be written to without touching the file
         x = np.load(self.root / name / "x.npy", mmap_mode="c")
+        if not (self.root / name / "y.npy").is_file():
+            regression = self.task.kind == "regression"
+            shape = (len(x), len(self.targets)) if regression else (len(x),)
+            return SplitData(
+                torch.from_numpy(x), torch.zeros(shape, dtype=torch.float32 if regression else torch.int64)
+            )
         y = np.load(self.root / name / "y.npy")
         if self.task.kind == "regression":
             y = self.normalise_targets(y)
         return SplitData(torch.from_numpy(x), torch.from_numpy(y))
+
+    def count(self, name: str) -> int:
+        """Clips in split ``name`` (0 for a split the features do not have, e.g. no unlabelled clips)."""
+        return int(self.meta["counts"].get(name, 0))
 
     @property
     def frames(self) -> int:

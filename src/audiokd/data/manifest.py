@@ -12,25 +12,30 @@ The prepared folder is replaced atomically: on any error the previous one is lef
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from audiokd.config import DataConfig, SplitConfig
+from audiokd.data.clips import (
+    ManifestError,
+    check_audio,
+    lines,
+    path_problems,
+    portable,
+    read_csv_manifest,
+    rejected_rows,
+    resolve_paths,
+)
+from audiokd.data.unlabeled import UNLABELED_FILE, read_unlabeled, unlabeled_path
 from audiokd.io import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
 
+__all__ = ["SPLITS", "ManifestError", "check_audio", "load_prepared", "prepare", "read_manifest"]
+
 SPLITS = ("train", "val", "test")
-SILENCE_PEAK = 1e-4  # -80 dBFS: a clip whose peak stays below this carries no signal
-
-
-class ManifestError(ValueError):
-    """Bad manifest content; the message lists every problem, one per line, naming file and row."""
 
 
 def assign_splits(n: int, fractions: SplitConfig, seed: int, groups: pd.Series | None = None) -> np.ndarray:
@@ -62,61 +67,14 @@ def assign_splits(n: int, fractions: SplitConfig, seed: int, groups: pd.Series |
     return np.array([split_of[k] for k in keys], dtype=object)
 
 
-def check_audio(path: str) -> str | None:
-    """Why ``path`` is not a usable clip (missing, unreadable, empty, silent), or None when it is."""
-    p = Path(path)
-    if not p.is_file():
-        return "audio file not found"
-    try:
-        data, _sr = sf.read(str(p), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
-        return f"unreadable or corrupt audio ({str(e).strip() or type(e).__name__})"
-    if data.shape[0] == 0:
-        return "zero-length clip (no samples)"
-    if not np.isfinite(data).all():
-        return "audio holds NaN or infinite samples"
-    peak = float(np.abs(data).max())
-    if peak < SILENCE_PEAK:
-        return f"all-silent clip (peak {20 * np.log10(max(peak, 1e-12)):.0f} dBFS)"
-    return None
-
-
 def _read_csv(mpath: Path, cfg: DataConfig) -> pd.DataFrame:
-    if not mpath.is_file():
-        raise ManifestError(f"{mpath}: manifest not found (data.manifest)")
-    try:
-        df = pd.read_csv(mpath, dtype={"path": str})
-    except pd.errors.EmptyDataError:
-        raise ManifestError(f"{mpath}: the manifest is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise ManifestError(f"{mpath}: not a readable CSV ({e})") from None
-    wanted = list(cfg.targets) if cfg.task == "regression" else [cfg.label_column]
-    missing = [c for c in ["path", *wanted] if c not in df.columns]
-    if missing:
-        key = "data.targets" if cfg.task == "regression" else "data.label_column"
-        raise ManifestError(
-            f"{mpath}: missing column(s) {', '.join(missing)} (see {key}); "
-            f"the manifest has {', '.join(map(str, df.columns))}"
-        )
-    if df.empty:
-        raise ManifestError(f"{mpath}: the manifest has no rows")
-    return df
+    if cfg.task == "regression":
+        return read_csv_manifest(mpath, list(cfg.targets), "data.manifest", "data.targets")
+    return read_csv_manifest(mpath, [cfg.label_column], "data.manifest", "data.label_column")
 
 
 def _row_problems(df: pd.DataFrame, cfg: DataConfig, resolved: list[str]) -> dict[int, list[str]]:
-    problems: dict[int, list[str]] = {i: [] for i in range(len(df))}
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        audio = list(pool.map(check_audio, resolved))
-    seen: dict[str, int] = {}
-    for i, raw in enumerate(df["path"]):
-        if pd.isna(raw) or not str(raw).strip():
-            problems[i].append("empty path")
-            continue
-        if resolved[i] in seen:
-            problems[i].append(f"duplicate path (first on row {seen[resolved[i]] + 2})")
-        seen.setdefault(resolved[i], i)
-        if audio[i]:
-            problems[i].append(audio[i])
+    problems = path_problems(df, resolved)
     if cfg.task == "regression":
         for t in cfg.targets:
             values = pd.to_numeric(df[t], errors="coerce")
@@ -137,12 +95,21 @@ def _row_problems(df: pd.DataFrame, cfg: DataConfig, resolved: list[str]) -> dic
     return {i: p for i, p in problems.items() if p}
 
 
-def _portable(path: Path) -> str:
-    """A path relative to the working directory when under it (portable across clones), else absolute."""
-    try:
-        return os.path.relpath(path, Path.cwd()) if path.is_relative_to(Path.cwd()) else str(path)
-    except ValueError:
-        return str(path)
+def _check_labelled(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str], set[str]]:
+    """The labelled manifest's usable rows, rejected rows, problem lines and every row's resolved path."""
+    mpath = Path(cfg.manifest)
+    df = _read_csv(mpath, cfg)
+    resolved = resolve_paths(df, mpath)
+    problems = _row_problems(df, cfg, resolved)
+    good = df.drop(index=list(problems)).copy()
+    good["path"] = [portable(Path(resolved[i])) for i in good.index]
+    if cfg.task == "regression":
+        for t in cfg.targets:
+            good[t] = pd.to_numeric(good[t]).astype(float)
+    else:
+        good[cfg.label_column] = good[cfg.label_column].astype(str)
+    problem_lines = lines(df, problems, mpath)
+    return good.reset_index(drop=True), rejected_rows(df, problems, mpath), problem_lines, set(resolved)
 
 
 def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -150,34 +117,10 @@ def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     With ``on_bad_clip: error`` any problem raises :class:`ManifestError` listing all of them.
     """
-    mpath = Path(cfg.manifest)
-    df = _read_csv(mpath, cfg)
-    root = mpath.resolve().parent
-    resolved = [
-        str(Path(p) if Path(str(p)).is_absolute() else (root / str(p)).resolve()) if not pd.isna(p) else ""
-        for p in df["path"]
-    ]
-    problems = _row_problems(df, cfg, resolved)
-    lines = [
-        f"{mpath} row {i + 2}: {df['path'].iloc[i]}: {msg}" for i, msgs in problems.items() for msg in msgs
-    ]
-    if lines and cfg.on_bad_clip == "error":
-        raise ManifestError("\n".join(lines))
-    rejected = pd.DataFrame(
-        {
-            "row": [i + 2 for i in problems],
-            "path": [df["path"].iloc[i] for i in problems],
-            "reason": ["; ".join(m) for m in problems.values()],
-        }
-    )
-    good = df.drop(index=list(problems)).copy()
-    good["path"] = [_portable(Path(resolved[i])) for i in good.index]
-    if cfg.task == "regression":
-        for t in cfg.targets:
-            good[t] = pd.to_numeric(good[t]).astype(float)
-    else:
-        good[cfg.label_column] = good[cfg.label_column].astype(str)
-    return good.reset_index(drop=True), rejected
+    good, rejected, problem_lines, _ = _check_labelled(cfg)
+    if problem_lines and cfg.on_bad_clip == "error":
+        raise ManifestError("\n".join(problem_lines))
+    return good, rejected
 
 
 def _unseen_labels(df: pd.DataFrame, cfg: DataConfig) -> tuple[list[str], pd.Series]:
@@ -190,7 +133,14 @@ def _unseen_labels(df: pd.DataFrame, cfg: DataConfig) -> tuple[list[str], pd.Ser
 def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
     """Prepare stage: validate, split, write ``manifest.csv``, ``rejected.csv`` and ``summary.json``."""
     out_dir = Path(out_dir)
-    df, rejected = read_manifest(cfg)
+    df, rejected, problem_lines, labelled = _check_labelled(cfg)
+    pool = None
+    if cfg.unlabeled_manifest:  # checked now, so that every bad row of both manifests is reported together
+        pool, pool_rejected, pool_lines = read_unlabeled(cfg, labelled)
+        rejected = pd.concat([rejected, pool_rejected], ignore_index=True)
+        problem_lines += pool_lines
+    if problem_lines and cfg.on_bad_clip == "error":
+        raise ManifestError("\n".join(problem_lines))
     if "split" not in df.columns:
         groups = df["group"] if "group" in df.columns else None
         df["split"] = assign_splits(len(df), cfg.split, cfg.seed, groups)
@@ -206,7 +156,12 @@ def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
             if cfg.on_bad_clip == "error":
                 raise ManifestError("\n".join(f"{cfg.manifest}: {m}" for m in msgs))
             extra = pd.DataFrame(
-                {"row": -1, "path": bad["path"], "reason": "unknown label (not in the train split)"}
+                {
+                    "manifest": cfg.manifest,
+                    "row": -1,
+                    "path": bad["path"],
+                    "reason": "unknown label (not in the train split)",
+                }
             )
             rejected = pd.concat([rejected, extra], ignore_index=True)
             df = df[~unseen].reset_index(drop=True)
@@ -224,19 +179,25 @@ def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
     with atomic_dir(out_dir) as tmp:
         df[cols].to_csv(tmp / "manifest.csv", index=False)
         rejected.to_csv(tmp / "rejected.csv", index=False)
-        write_json(
-            tmp / "summary.json",
-            {
-                "source": str(Path(cfg.manifest)),
-                "task": cfg.task,
-                "clips": len(df),
-                "rejected": len(rejected),
-                "splits": counts,
-                "targets": target_cols,
-                "classes": classes,
-            },
-        )
+        summary = {
+            "source": str(Path(cfg.manifest)),
+            "task": cfg.task,
+            "clips": len(df),
+            "rejected": len(rejected),
+            "splits": counts,
+            "targets": target_cols,
+            "classes": classes,
+        }
+        if pool is not None:
+            summary.update(unlabeled_source=str(unlabeled_path(cfg)), unlabeled=len(pool))
+            if len(pool):
+                pool.to_csv(tmp / UNLABELED_FILE, index=False)
+        write_json(tmp / "summary.json", summary)
     log.info("prepared %d clips from %s: %s", len(df), cfg.manifest, counts)
+    if pool is not None:
+        log.info("prepared %d unlabelled clips from %s", len(pool), unlabeled_path(cfg))
+        if not len(pool):
+            log.warning("every clip of %s was skipped: no unlabelled clips", unlabeled_path(cfg))
     return df
 
 

@@ -87,30 +87,47 @@ def synth_clip(
     return out.astype(np.float32)
 
 
+def _write_clips(
+    rng: np.random.Generator, cfg: SyntheticConfig, folder: Path, n: int, prefix: str
+) -> list[dict[str, float | str]]:
+    """Render ``n`` clips to ``folder/audio/<prefix>_<i>.wav``; one row (path and targets) per clip."""
+    rows: list[dict[str, float | str]] = []
+    for i in range(n):
+        arousal, valence = rng.uniform(-1, 1, size=2)
+        duration = rng.uniform(cfg.min_duration_s, cfg.max_duration_s)
+        wave = synth_clip(rng, arousal, valence, cfg.sample_rate, duration, cfg.noise)
+        if i % 5 == 0:  # some stereo clips, to exercise the mix-down
+            pan = rng.uniform(0.6, 1.0)
+            wave = np.stack([wave * pan, wave * (1.6 - pan)], axis=1)
+        rel = f"audio/{prefix}_{i:05d}.wav"
+        sf.write(folder / rel, wave, cfg.sample_rate, subtype="PCM_16")
+        rows.append({"path": rel, "arousal": round(float(arousal), 4), "valence": round(float(valence), 4)})
+    return rows
+
+
 def generate(cfg: SyntheticConfig, out_dir: str | Path) -> pd.DataFrame:
     """Synthesize stage: write the clips under ``out_dir/audio`` and ``out_dir/manifest.csv``.
 
     The manifest has ``path`` (relative to ``out_dir``) and the targets ``arousal`` and ``valence``; it has
-    no split column, so the prepare stage splits it like any user manifest. Deterministic in ``cfg.seed``;
-    the folder is replaced atomically.
+    no split column, so the prepare stage splits it like any user manifest. With ``cfg.unlabeled_clips``,
+    as many more clips of the same kind go to ``unlabeled.csv`` (a ``path`` column only: their targets are
+    not written anywhere), drawn from a second random stream, so the labelled clips do not depend on it.
+    Deterministic in ``cfg.seed``; the folder is replaced atomically. Returns the labelled manifest.
     """
-    rng = np.random.default_rng(cfg.seed)
-    rows = []
     with atomic_dir(out_dir) as tmp:
         (tmp / "audio").mkdir()
-        for i in range(cfg.clips):
-            arousal, valence = rng.uniform(-1, 1, size=2)
-            duration = rng.uniform(cfg.min_duration_s, cfg.max_duration_s)
-            wave = synth_clip(rng, arousal, valence, cfg.sample_rate, duration, cfg.noise)
-            if i % 5 == 0:  # some stereo clips, to exercise the mix-down
-                pan = rng.uniform(0.6, 1.0)
-                wave = np.stack([wave * pan, wave * (1.6 - pan)], axis=1)
-            rel = f"audio/clip_{i:05d}.wav"
-            sf.write(tmp / rel, wave, cfg.sample_rate, subtype="PCM_16")
-            rows.append(
-                {"path": rel, "arousal": round(float(arousal), 4), "valence": round(float(valence), 4)}
-            )
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame(_write_clips(np.random.default_rng(cfg.seed), cfg, tmp, cfg.clips, "clip"))
         df.to_csv(tmp / "manifest.csv", index=False)
-    log.info("synthesised %d clips at %d Hz in %s", cfg.clips, cfg.sample_rate, out_dir)
+        if cfg.unlabeled_clips:
+            pool = _write_clips(
+                np.random.default_rng([cfg.seed, 1]), cfg, tmp, cfg.unlabeled_clips, "unlabeled"
+            )
+            pd.DataFrame({"path": [r["path"] for r in pool]}).to_csv(tmp / "unlabeled.csv", index=False)
+    log.info(
+        "synthesised %d labelled and %d unlabelled clips at %d Hz in %s",
+        cfg.clips,
+        cfg.unlabeled_clips,
+        cfg.sample_rate,
+        out_dir,
+    )
     return df

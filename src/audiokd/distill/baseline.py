@@ -1,9 +1,13 @@
 """The baseline stage: the same student, trained with the same budget and no teacher (is KD worth it?).
 
 It reuses :func:`audiokd.distill.run.distill` with ``alpha = 1``, ``beta = gamma = 0`` and no teacher, so the
-only difference from the distilled student is the teacher's signal. ``baseline.enabled: false`` writes a
-marker folder instead (DVC needs the stage's output to exist): ``meta.json`` with ``"enabled": false``, which
-the evaluate stage reads as "no baseline" and then leaves ``student_no_kd`` and ``kd_gain`` out.
+only difference from the distilled student is the teacher's signal. Unlabelled clips are of no use without a
+teacher; when the features have them, the baseline trains more epochs over the labelled clips instead, at
+least as many optimizer steps as the distilled student takes over both
+(:func:`audiokd.distill.unlabeled.matched_epochs`), so that the KD gain is not a longer training.
+``baseline.enabled: false`` writes a marker folder instead (DVC needs the stage's output to exist):
+``meta.json`` with ``"enabled": false``, which the evaluate stage reads as "no baseline" and then leaves
+``student_no_kd`` and ``kd_gain`` out.
 """
 
 from __future__ import annotations
@@ -22,7 +26,10 @@ from audiokd.config import (
     StudentConfig,
     TrackingConfig,
 )
+from audiokd.data.features import FeatureSet
+from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill.run import distill
+from audiokd.distill.unlabeled import matched_epochs
 from audiokd.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -52,6 +59,16 @@ def train_baseline(
         with atomic_dir(out_dir) as tmp:
             write_json(tmp / "meta.json", meta)
         return meta
+    fs = FeatureSet.load(features_dir)
+    epochs = matched_epochs(fs.count("train"), fs.count(UNLABELED), cfg.epochs, cfg.batch_size)
+    if epochs != cfg.epochs:
+        log.info(
+            "baseline: %d epochs over the labelled clips, at least the steps of distill's %d epochs over the "
+            "labelled and unlabelled clips",
+            epochs,
+            cfg.epochs,
+        )
+    cfg = dataclasses.replace(cfg, epochs=epochs)
     return distill(
         data,
         student,

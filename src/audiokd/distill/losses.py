@@ -19,6 +19,12 @@
 
 Each term is returned under its own name so each can be logged (``train/hard_loss``, ...). A term whose weight
 is 0 is not computed at all.
+
+Unlabelled clips (``data.unlabeled_manifest``) share the batches with labelled ones. A ``labelled`` row mask
+then restricts ``hard`` to the labelled rows (their mean; the unlabelled rows' placeholder targets are never
+read), and ``soft`` becomes the weighted mean sum_i w_i l_i / sum_i w_i of the per-clip soft losses l_i, with
+w_i = 1 for a labelled clip and ``distill.unlabeled_weight`` for an unlabelled one (for ``ccc``: the CCC
+with the w_i as frequency weights). Feature and attention terms cover every row, unweighted.
 """
 
 from __future__ import annotations
@@ -28,9 +34,10 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.nn.functional import kl_div, log_softmax, mse_loss, softmax
+from torch.nn.functional import cross_entropy, kl_div, log_softmax, mse_loss, softmax
 
 from audiokd.config import ConfigError
+from audiokd.distributed import global_sum
 from audiokd.metrics import ccc_loss
 from audiokd.tasks import Task
 
@@ -63,31 +70,67 @@ def hard_mse(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return mse_loss(student, labels)
 
 
+def batch_mean(total: torch.Tensor, weight_sum: torch.Tensor, rows: int) -> torch.Tensor:
+    """``total / weight_sum`` for a weighted mean over the batch of ``rows`` rows (0 when every weight is 0).
+
+    Across processes it is the *global* batch's weighted mean: the weight sum is all-reduced, and the rank's
+    share is scaled by global / local rows, which the training loop's scaling by local / global rows
+    (:func:`audiokd.training.fit`) undoes, so the averaged gradient is that of the global weighted mean.
+    """
+    counts = torch.stack([weight_sum.detach().float(), torch.tensor(float(rows), device=weight_sum.device)])
+    sums = global_sum(counts.to(total.device))
+    return total * (sums[1] / rows) / sums[0].clamp_min(1e-12)
+
+
+def _row_mean(per_row: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return batch_mean((per_row * weight).sum(), weight.sum(), len(weight))
+
+
 @register("soft", "mse")
-def soft_mse(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Soft loss ``mse``: mean (s - t)^2; the temperature does not enter."""
+def soft_mse(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft loss ``mse``: mean (s - t)^2; the temperature does not enter. ``weight``: per-row weights."""
     del temperature
-    return mse_loss(student, teacher)
+    if weight is None:
+        return mse_loss(student, teacher)
+    return _row_mean(((student - teacher) ** 2).mean(1), weight)
 
 
 @register("soft", "kl")
-def soft_gaussian_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def soft_gaussian_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Soft loss ``kl``: KL(N(t, T^2) || N(s, T^2)) = (s - t)^2 / (2 T^2), mean over batch and outputs."""
-    return ((student - teacher) ** 2).mean() / (2.0 * temperature**2)
+    if weight is None:
+        return ((student - teacher) ** 2).mean() / (2.0 * temperature**2)
+    return _row_mean(((student - teacher) ** 2).mean(1), weight) / (2.0 * temperature**2)
 
 
 @register("soft", "ccc")
-def soft_ccc(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Soft loss ``ccc``: 1 - CCC(s, t) per output column over the batch, averaged over columns."""
+def soft_ccc(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft loss ``ccc``: 1 - CCC(s, t) per output column over the batch (rows weighted by ``weight``),
+    averaged over columns."""
     del temperature
-    return ccc_loss(student, teacher)
+    return ccc_loss(student, teacher, weight)
 
 
 @register("soft", "softmax_kl")
-def soft_softmax_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def soft_softmax_kl(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Soft loss ``softmax_kl`` (Hinton 2015): T^2 * KL(softmax(t/T) || softmax(s/T)), batchmean."""
     t = temperature
-    return kl_div(log_softmax(student / t, dim=1), softmax(teacher / t, dim=1), reduction="batchmean") * t * t
+    if weight is None:
+        return (
+            kl_div(log_softmax(student / t, dim=1), softmax(teacher / t, dim=1), reduction="batchmean")
+            * t
+            * t
+        )
+    per_row = kl_div(log_softmax(student / t, dim=1), softmax(teacher / t, dim=1), reduction="none").sum(1)
+    return _row_mean(per_row, weight) * t * t
 
 
 SOFT_LOSSES = REGISTRY["soft"]
@@ -99,6 +142,7 @@ class KDLoss(torch.nn.Module):
     ``feature`` and ``attention`` are callables taking the student's and teacher's intermediate outputs
     (see :mod:`audiokd.distill.feature_losses`); they are only called when their weight is above zero.
     With ``alpha == 1`` the soft term is not computed (no teacher outputs needed) and reported as 0.
+    ``unlabeled_weight`` weighs an unlabelled row's soft loss when :meth:`forward` gets a ``labelled`` mask.
     """
 
     def __init__(
@@ -111,10 +155,13 @@ class KDLoss(torch.nn.Module):
         feature: torch.nn.Module | None = None,
         attention: torch.nn.Module | None = None,
         task: Task | None = None,
+        unlabeled_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.alpha, self.temperature, self.beta, self.gamma = alpha, temperature, beta, gamma
+        self.unlabeled_weight = unlabeled_weight
         self.hard_fn = task.hard_loss if task is not None else hard_mse
+        self.classification = task is not None and task.kind == "classification"
         if task is not None and task.kind == "classification":
             if soft_loss == "ccc":
                 raise ConfigError("distill.soft_loss = ccc fits regression only; use kl or mse instead")
@@ -143,13 +190,27 @@ class KDLoss(torch.nn.Module):
         teacher: torch.Tensor | None = None,
         student_inner: Any = None,
         teacher_inner: Any = None,
+        labelled: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Compute ``{"hard", "soft", ["feature"], ["attention"], "total"}`` for one batch."""
-        hard = self.hard_fn(student, labels)
+        """Compute ``{"hard", "soft", ["feature"], ["attention"], "total"}`` for one batch.
+
+        ``labelled``: a boolean mask of the rows that have labels (None: all of them). The other rows'
+        ``labels`` are placeholders: they are selected away before the hard loss is computed, so they reach
+        neither its value nor its gradient, whatever they hold.
+        """
+        hard = (
+            self.hard_fn(student, labels)
+            if labelled is None
+            else self._masked_hard(student, labels, labelled)
+        )
         if self.alpha < 1.0:
             if teacher is None:
                 raise ValueError("KDLoss: alpha < 1 needs teacher outputs")
-            soft = self.soft_fn(student, teacher, self.temperature)
+            if labelled is None:
+                soft = self.soft_fn(student, teacher, self.temperature)
+            else:
+                weight = torch.where(labelled, 1.0, self.unlabeled_weight).to(student.dtype)
+                soft = self.soft_fn(student, teacher, self.temperature, weight=weight)
         else:
             soft = torch.zeros((), device=student.device)
         terms = {"hard": hard, "soft": soft}
@@ -162,3 +223,11 @@ class KDLoss(torch.nn.Module):
             total = total + self.gamma * terms["attention"]
         terms["total"] = total
         return terms
+
+    def _masked_hard(
+        self, student: torch.Tensor, labels: torch.Tensor, labelled: torch.Tensor
+    ) -> torch.Tensor:
+        """The hard loss's mean over the labelled rows (per row: MSE over targets, or cross-entropy)."""
+        s, y = student[labelled], labels[labelled]
+        per_row = cross_entropy(s, y, reduction="none") if self.classification else ((s - y) ** 2).mean(1)
+        return batch_mean(per_row.sum(), labelled.sum(), len(labelled))

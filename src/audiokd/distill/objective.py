@@ -5,6 +5,9 @@
 - Feature or attention terms on: the teacher runs live, frozen in eval mode under ``no_grad``, once per step,
   with ``output_hidden_states`` (and ``output_attentions`` for ``attention_map``); its outputs for the soft
   loss come from that same pass, never a second one.
+- With unlabelled clips the training set is the train split followed by the unlabelled split
+  (:mod:`audiokd.distill.unlabeled`): a batch row is labelled when its index is below ``labelled_rows``, and
+  that mask goes to the loss (hard loss on labelled rows only; cached teacher outputs cover both parts).
 """
 
 from __future__ import annotations
@@ -81,17 +84,25 @@ def build_objective(
     device: torch.device,
     task: Task | None = None,
     force_live: bool = False,
+    labelled_rows: int | None = None,
 ) -> DistillObjective:
     """Assemble the KD objective for ``cfg``; ``sample_x`` (a couple of clips) sizes the projections.
 
     ``force_live``: augmentation changes the input, so the cache does not apply; the teacher runs live on
     the augmented batch (without hidden states unless beta or gamma asks for them).
+    ``labelled_rows``: training rows from this index on are unlabelled clips (None: every row is labelled).
     """
     inner_on = cfg.beta > 0 or cfg.gamma > 0
+
+    def labelled(idx: torch.Tensor) -> torch.Tensor | None:
+        return None if labelled_rows is None else (idx < labelled_rows).to(device)
+
     attn_maps = cfg.gamma > 0 and cfg.attention_loss == "attention_map"
     needs_teacher = cfg.alpha < 1 or inner_on
     if force_live and needs_teacher and not inner_on:
-        kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, task=task)
+        kd = KDLoss(
+            cfg.alpha, cfg.temperature, cfg.soft_loss, task=task, unlabeled_weight=cfg.unlabeled_weight
+        )
         live = load_teacher(teacher_dir).to(device)
         live.requires_grad_(False)
 
@@ -101,18 +112,21 @@ def build_objective(
             with torch.no_grad():
                 teacher_logits = live(pixel_values=x).logits
             logits, _ = _student_pass(net, x, False, False)
-            return kd(logits, y, teacher_logits)
+            return kd(logits, y, teacher_logits, labelled=labelled(idx))
 
         return DistillObjective(augmented_objective, (), live_teacher=True, terms=kd.active_terms)
     if not inner_on:
-        kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, task=task)
+        kd = KDLoss(
+            cfg.alpha, cfg.temperature, cfg.soft_loss, task=task, unlabeled_weight=cfg.unlabeled_weight
+        )
         teacher_out = cached_train.to(device) if cached_train is not None else None
 
         def cached_objective(
             net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
         ) -> dict[str, torch.Tensor]:
             logits, _ = _student_pass(net, x, False, False)
-            return kd(logits, y, None if teacher_out is None else teacher_out[idx.to(device)])
+            teacher_logits = None if teacher_out is None else teacher_out[idx.to(device)]
+            return kd(logits, y, teacher_logits, labelled=labelled(idx))
 
         return DistillObjective(cached_objective, (), live_teacher=False, terms=kd.active_terms)
 
@@ -146,7 +160,17 @@ def build_objective(
         "attention", cfg.attention_loss, s_inner.channels, t_inner.channels, pairs, cfg.attention_p
     )
     feature.to(device)
-    kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, cfg.beta, cfg.gamma, feature, attention, task)
+    kd = KDLoss(
+        cfg.alpha,
+        cfg.temperature,
+        cfg.soft_loss,
+        cfg.beta,
+        cfg.gamma,
+        feature,
+        attention,
+        task,
+        unlabeled_weight=cfg.unlabeled_weight,
+    )
     log.info(
         "distill: live teacher, layers %s paired with student features %s",
         layers,
@@ -156,12 +180,11 @@ def build_objective(
     def live_objective(
         net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor
     ) -> dict[str, torch.Tensor]:
-        del idx
         with torch.no_grad():
             out = teacher(pixel_values=x, output_hidden_states=True, output_attentions=attn_maps)
             t_in = teacher_inner(teacher, out, layers, attn_maps)
         logits, s_in = _student_pass(net, x, True, attn_maps)
-        return kd(logits, y, out.logits, s_in, t_in)
+        return kd(logits, y, out.logits, s_in, t_in, labelled=labelled(idx))
 
     extra = (feature,) if cfg.beta > 0 and any(True for _ in feature.parameters()) else ()
     return DistillObjective(live_objective, extra, live_teacher=True, terms=kd.active_terms, pairs=pairs)

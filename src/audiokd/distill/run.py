@@ -22,8 +22,10 @@ from audiokd.config import (
     section_to_dict,
 )
 from audiokd.data.features import FeatureSet, check_targets
+from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
+from audiokd.distill.unlabeled import budget, training_set
 from audiokd.export import ONNX_FILE, check_onnx, export_onnx
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
@@ -56,7 +58,9 @@ def distill(
     params_file: str | Path | None = None,
     stage: str = "distill",
 ) -> dict:
-    """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`).
+    """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`),
+    on the labelled clips and, when the features have them, the unlabelled ones
+    (:mod:`audiokd.distill.unlabeled`; ``meta.json`` records the ``budget``: clips, epochs, steps).
 
     For response-only KD without augmentation the teacher's outputs come from its cache (computed once by
     train_teacher), so each step runs one forward pass, the student's; feature/attention terms or augmentation
@@ -80,10 +84,18 @@ def distill(
             raise ValueError("distill: training without a teacher needs alpha = 1, beta = 0, gamma = 0")
         teacher_dir = Path(teacher_dir) if teacher_dir is not None else None
         teacher_meta = read_json(teacher_dir / "meta.json") if teacher_dir is not None else {}
-        train, val = fs.split("train"), fs.split("val")
+        # unlabelled clips carry knowledge only through a teacher: without one (the baseline) they are unused
+        with_pool = teacher_dir is not None and (cfg.alpha < 1 or inner_on) and fs.count(UNLABELED) > 0
+        train, labelled_rows = training_set(fs, with_pool)
+        val = fs.split("val")
         aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
+        if aug is not None:
+            aug.labelled_rows = labelled_rows
         use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
-        cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta) if use_cache else {}
+        splits = ("train", "val", UNLABELED) if with_pool else ("train", "val")
+        cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta, splits) if use_cache else {}
+        if with_pool and cached:
+            cached["train"] = torch.cat([cached["train"], cached.pop(UNLABELED)])  # the rows' order
         if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
             log.warning(
                 "distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature
@@ -96,8 +108,17 @@ def distill(
         model.to(device)
         sample = center_frames(train.x[:2], fs.frames).to(device)
         plan = build_objective(
-            cfg, model, teacher_dir, cached.get("train"), sample, device, fs.task, force_live=aug is not None
+            cfg,
+            model,
+            teacher_dir,
+            cached.get("train"),
+            sample,
+            device,
+            fs.task,
+            force_live=aug is not None,
+            labelled_rows=labelled_rows,
         )
+        clips = budget(fs.count("train"), len(train) - fs.count("train"), cfg.epochs, cfg.batch_size)
 
         settings = settings_from(
             runtime,
@@ -138,9 +159,18 @@ def distill(
                 teacher_meta["params"] / n_params,
             )
         name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
+        log.info(
+            "%s: %d labelled + %d unlabelled clips, %d epochs, %d steps",
+            stage,
+            clips["labelled_clips"],
+            clips["unlabeled_clips"],
+            clips["epochs"],
+            clips["steps"],
+        )
         with stage_run(stage, tracking.experiment, name, params, tags, run_id=ckpt.run_id) as run:
             ckpt.run_id = run.info.run_id
             log_run_inputs(params_file, n_params, resumed=ckpt.state is not None)
+            mlflow.log_params({f"budget.{k}": v for k, v in clips.items()})
             result = fit(
                 model,
                 plan.objective,
@@ -172,6 +202,7 @@ def distill(
                 "params": n_params,
                 "input_shape": list(fs.input_shape),
                 "targets": fs.targets,
+                "budget": clips,
             }
             with atomic_dir(out_dir) as tmp:
                 model.save_pretrained(tmp)
