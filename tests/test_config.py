@@ -6,6 +6,7 @@ import sys
 import pytest
 import yaml
 
+from audiokd.cli import load_sections
 from audiokd.config import SECTIONS, ConfigError, load_section, read_params
 
 
@@ -105,3 +106,37 @@ def test_stage_refuses_bad_params_with_one_line_and_writes_nothing(repo_root, tm
     assert err_lines == ["error: data.split.val = 2.0 is out of range: allowed (0.0, 1.0]"]
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [bad]
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_a_stage_entry_refuses_a_bad_key_in_a_section_it_does_not_read(repo_root, tmp_path, section):
+    raw = _params(repo_root)
+    raw[section] = {**(raw.get(section) or {}), "misspelled_key": 1}
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    other = "synthetic" if section != "synthetic" else "evaluate"
+    with pytest.raises(ConfigError, match=rf"^{section}\.misspelled_key: unknown key"):
+        load_sections(str(bad), other)
+    raw[section].pop("misspelled_key")
+    bad.write_text(yaml.safe_dump(raw))
+    assert len(load_sections(str(bad), other)) == 1  # the same file without the key loads
+
+
+def test_first_stage_script_refuses_a_typo_in_a_later_stage_section(repo_root, tmp_path):
+    raw = _params(repo_root)
+    raw["distill"]["temprature"] = 2.0
+    bad = tmp_path / "params.yaml"
+    bad.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "embedded"
+    script = str(repo_root / "stages" / "synthesize.py")
+    proc = subprocess.run(
+        [sys.executable, script, "--params", str(bad), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    err_lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(err_lines) == 1 and err_lines[0].startswith("error: distill.temprature: unknown key")
+    assert list(tmp_path.iterdir()) == [bad]  # nothing synthesised

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from audiokd.config import ConfigError, load_section, read_params
+from audiokd.config import ConfigError, load_params, load_section, read_params
 
 log = logging.getLogger("audiokd")
 
@@ -45,9 +45,10 @@ def stage_args(description: str, paths: dict[str, str]) -> argparse.Namespace:
 
 
 def load_sections(params_file: str, *names: str) -> list:
-    """Validated params sections, in the order asked."""
-    raw = read_params(params_file)
-    return [load_section(raw, n) for n in names]
+    """Validated params sections, in the order asked; the whole file is validated first, so a bad key in a
+    section this stage does not read still stops it (fail fast, before a later stage would)."""
+    sections = load_params(read_params(params_file))
+    return [sections[n] for n in names]
 
 
 def run_stage(main: Callable[[], object]) -> None:

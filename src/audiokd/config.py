@@ -399,6 +399,15 @@ def load_section(raw: dict[str, Any], name: str) -> Any:
     return build_section(SECTIONS[name], raw.get(name), name)
 
 
+def load_params(raw: dict[str, Any]) -> dict[str, Any]:
+    """Every section of the raw params validated, keyed by name (every class in :data:`SECTIONS`).
+
+    Stage entries call this rather than validating only the sections they read, so that a bad key anywhere
+    (``distill.temprature``) stops the first stage that runs, not the one that reads it minutes later.
+    """
+    return {name: load_section(raw, name) for name in SECTIONS}
+
+
 def section_to_dict(obj: Any) -> dict[str, Any]:
     """A section as plain Python data (tuples become lists), e.g. for logging."""
 
