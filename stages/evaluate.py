@@ -5,7 +5,8 @@ from audiokd.evaluation import evaluate, summary
 
 
 def main() -> None:
-    """Read ``data``, ``evaluate``, ``tracking``; write metrics, plot data, the report; print the summary."""
+    """Read ``data``, ``evaluate``, ``tracking``, ``export``; write metrics, plot data, the report; print the
+    summary."""
     args = stage_args(
         __doc__,
         {
@@ -19,7 +20,7 @@ def main() -> None:
             "figures": "report figures folder to write",
         },
     )
-    data, cfg, tracking = load_sections(args.params, "data", "evaluate", "tracking")
+    data, cfg, tracking, export = load_sections(args.params, "data", "evaluate", "tracking", "export")
     metrics = evaluate(
         data,
         cfg,
@@ -32,6 +33,7 @@ def main() -> None:
         baseline_dir=args.baseline,
         report_path=args.report,
         figures_dir=args.figures,
+        export=export,
     )
     print(summary(metrics))
 

@@ -70,6 +70,8 @@ def test_default_params_comment_every_key(repo_root):
         ("baseline", {"enabled": "yes"}, "baseline.enabled: expected true or false, got 'yes'"),
         ("baseline", {"enable": True}, "baseline.enable: unknown key"),
         ("tracking", {"registered_model": "a b"}, "tracking.registered_model = 'a b': use letters"),
+        ("export", {"int8_max_drop": -0.01}, "export.int8_max_drop = -0.01 is out of range: allowed [0.0"),
+        ("export", {"int8_max_drops": 0.1}, "export.int8_max_drops: unknown key"),
     ],
 )
 def test_bad_values_name_the_key(repo_root, section, patch, message):

@@ -57,7 +57,7 @@ def test_features_match_the_preprocess_stage(setup):
     prep = Preprocessor.load(setup["features"])
     for name in ("a.wav", "b.flac"):
         path = str(setup["root"] / name)
-        ours = prep.features(path).numpy()
+        ours = prep.features(path)
         raw = compute_features([path], AUDIO)  # what preprocess computes before normalising
         expected = (raw - prep.mel_mean[None, None, :, None]) / prep.mel_std[None, None, :, None]
         assert ours.shape == (1, *SHAPE)
@@ -74,7 +74,7 @@ def test_predict_prints_destandardised_targets_per_file(setup, capsys):
     assert len(lines) == 2
     for line, path in zip(lines, files, strict=True):
         with torch.no_grad():
-            raw = model(pixel_values=prep.features(path)).logits.numpy()[0]
+            raw = model(pixel_values=torch.from_numpy(prep.features(path))).logits.numpy()[0]
         arousal, valence = raw * np.array([2.0, 0.5]) + np.array([0.1, -0.2])
         assert line == f"{path}  arousal={arousal:.3f}  valence={valence:.3f}"
     assert lines[0] != lines[1].replace("b.flac", "a.wav")  # different audio, different predictions

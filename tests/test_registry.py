@@ -61,3 +61,15 @@ def test_promote_names_what_is_missing(store, kwargs, message):
     with pytest.raises(RegistryError, match=message) as e:
         promote(**kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_version_tags_name_the_file_to_deploy(store):
+    client, [(uri, run), _] = store
+    tags = {"deploy.file": f"runs:/{run}/onnx/model.onnx", "deploy.int8": "failed: drop 0.0200, max 0.01"}
+    version = register_candidate("kd-deploy", uri, run, tags=tags)
+    source = {"source": "audiokd evaluate"}
+    assert client.get_model_version("kd-deploy", str(version)).tags == {**source, **tags}
+    # rerun with the gate passed (another int8 file): the same version, its tags updated
+    passed = {"deploy.file": f"runs:/{run}/onnx/model.int8.onnx", "deploy.int8": "passed: drop 0.001"}
+    assert register_candidate("kd-deploy", uri, run, tags=passed) == version
+    assert client.get_model_version("kd-deploy", str(version)).tags == {**source, **passed}

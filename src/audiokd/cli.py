@@ -110,22 +110,33 @@ def _summary(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from audiokd.predict import PredictError, Preprocessor, format_line, load_model, predict_files
+    from audiokd.data.audio import AudioError
+    from audiokd.predict import PredictError, Preprocessor, load_model, predict_file
+    from audiokd.predict_io import Output, expand_inputs
 
     try:
+        for flag in ("window", "hop"):
+            value = getattr(args, flag)
+            if value is not None and not value > 0:
+                raise PredictError(f"--{flag} {value:g}: give a positive number of seconds")
         prep = Preprocessor.load(args.features)
-        model = load_model(args.model, prep, onnx=args.onnx)
+        model = load_model(args.model, prep, onnx=args.onnx, int8=args.int8)
     except PredictError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    windowed = args.window is not None or args.hop is not None
+    window = args.window if args.window is not None else prep.audio.duration_s
+    out = Output(args.format, prep, sys.stdout, windowed)
     status = 0
-    for path, values, error in predict_files(args.paths, model, prep):
-        if error is not None:
-            print(f"error: {error}", file=sys.stderr)
+    for path in expand_inputs(args.paths):
+        try:
+            windows = predict_file(path, model, prep, window if windowed else None, args.hop)
+        except AudioError as e:
+            print(f"error: {e}", file=sys.stderr)
             status = 2
-        else:
-            assert values is not None
-            print(format_line(path, values), flush=True)
+            continue
+        out.write(path, windows)
+    out.close()
     return status
 
 
@@ -152,9 +163,18 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("summary", help="print the teacher vs student summary")
     s.add_argument("metrics", nargs="?", default="reports/metrics.json")
     s.set_defaults(func=_summary)
-    p = sub.add_parser("predict", help="predict the targets of audio files with the student")
+    p = sub.add_parser(
+        "predict",
+        help="predict the targets of audio files with the student",
+        description="Predict with the student: one prediction per file (its centre clip), or, with "
+        "--window/--hop, one per window of a long recording and their mean.",
+    )
     p.add_argument(
-        "paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ...: any soundfile reads)"
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="audio files (wav, flac, ...: any soundfile reads), folders (their audio files, recursively) "
+        "or - (paths on stdin, one a line)",
     )
     p.add_argument(
         "--model",
@@ -166,6 +186,18 @@ def main(argv: list[str] | None = None) -> int:
         "--features", default="data/features", help="features folder with meta.json and stats.json"
     )
     p.add_argument("--onnx", action="store_true", help="run <model folder>/model.onnx with onnxruntime")
+    p.add_argument(
+        "--int8", action="store_true", help="run <model folder>/model.int8.onnx (quantized) with onnxruntime"
+    )
+    p.add_argument(
+        "--window",
+        type=float,
+        metavar="S",
+        help="slide a window of S seconds over each file (default with --hop: the clip length the student "
+        "was trained on); prints each window and the mean",
+    )
+    p.add_argument("--hop", type=float, metavar="S", help="seconds between windows (default: --window)")
+    p.add_argument("--format", choices=("text", "csv", "json"), default="text", help="output format")
     p.set_defaults(func=_predict)
     r = sub.add_parser("promote", help="point a registry alias (champion) at a registered student version")
     r.add_argument("--version", type=int, help="version to promote (default: the one --from-alias names)")

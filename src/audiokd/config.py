@@ -188,6 +188,13 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ExportConfig:
+    """The deployable student: the int8 ONNX file ships only if it loses at most ``int8_max_drop``."""
+
+    int8_max_drop: float = _f(0.01, range=(0.0, 1.0))  # CCC mean (regression) or accuracy (classification)
+
+
+@dataclass(frozen=True)
 class TrackingConfig:
     """MLflow experiment and registered model; the store comes from MLFLOW_TRACKING_URI or mlruns/."""
 
@@ -224,6 +231,7 @@ SECTIONS: dict[str, type] = {
     "student": StudentConfig,
     "distill": DistillConfig,
     "evaluate": EvaluateConfig,
+    "export": ExportConfig,
     "tracking": TrackingConfig,
     "runtime": RuntimeConfig,
     "baseline": BaselineConfig,

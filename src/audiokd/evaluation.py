@@ -14,8 +14,9 @@ import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 
-from audiokd.config import DataConfig, EvaluateConfig, TrackingConfig
+from audiokd.config import DataConfig, EvaluateConfig, ExportConfig, TrackingConfig
 from audiokd.data.features import FeatureSet, check_targets
+from audiokd.deployable import deploy_tags, gate, score_int8
 from audiokd.io import read_json, write_json
 from audiokd.metrics import gain_verdict, paired_bootstrap_ci
 from audiokd.models import count_params, predict, weights_size_mb
@@ -37,6 +38,8 @@ def latency_ms(
     """Median wall time of one forward pass on the CPU, in milliseconds, after ``warmup`` passes."""
     old = torch.get_num_threads()
     torch.set_num_threads(threads)
+    # denormal floats cost ~100x a normal operation on some CPUs; deployments flush them (README: latency)
+    torch.set_flush_denormal(True)
     try:
         model.eval()
         for _ in range(warmup):
@@ -48,6 +51,7 @@ def latency_ms(
             times.append((time.perf_counter() - t0) * 1000)
     finally:
         torch.set_num_threads(old)
+        torch.set_flush_denormal(False)
     return float(statistics.median(times))
 
 
@@ -108,6 +112,7 @@ def evaluate(
     baseline_dir: str | Path | None = None,
     report_path: str | Path | None = None,
     figures_dir: str | Path | None = None,
+    export: ExportConfig | None = None,
 ) -> dict[str, Any]:
     """Score the models on the test split; write ``metrics.json`` (schema in the design notes) and plot data.
 
@@ -116,7 +121,9 @@ def evaluate(
     no-KD student, ``student_no_kd`` (then ``metrics.json`` gains ``student_no_kd`` and ``kd_gain``).
     ``report_path`` (with ``figures_dir``) receives the markdown report and its PNG figures. The test
     metrics, report and figures go to the student's MLflow run, and the student is registered under
-    ``tracking.registered_model`` with alias ``candidate`` (unless that name is empty).
+    ``tracking.registered_model`` with alias ``candidate`` (unless that name is empty). When the student
+    folder holds ``model.int8.onnx``, ``student_int8`` is scored too and gated by ``export.int8_max_drop``
+    (:mod:`audiokd.deployable`); the registered version's tags name the file to deploy.
     """
     fs = FeatureSet.load(features_dir)
     check_targets(data, fs)
@@ -153,6 +160,13 @@ def evaluate(
     budgets = {m: read_json(f / "meta.json").get("budget") for m, f in folders.items() if m != "teacher"}
     if all(budgets.values()):  # clips, epochs and steps each student trained for
         metrics["budget"] = budgets
+    x_test = test.x.numpy()
+    scored = score_int8(
+        folders["student"], x_test, y_true, fs.task, fs.denormalise_targets, s_rep["params"], cfg
+    )
+    if scored is not None:
+        metrics["student_int8"] = scored[0]
+        gate(metrics, key, export or ExportConfig())
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
     histories = {name: pd.read_csv(folder / "history.csv") for name, folder in folders.items()}
@@ -163,7 +177,7 @@ def evaluate(
         )
     write_json(metrics_path, metrics)
     setup(tracking.experiment)
-    registered = _register(folders["student"], tracking)
+    registered = _register(folders["student"], tracking, metrics.get("student_int8"))
     figures: list[Path] = []
     if report_path is not None:
         figures_dir = Path(figures_dir) if figures_dir is not None else Path(report_path).parent / "figures"
@@ -191,14 +205,14 @@ def _tracked_run(folder: Path) -> str | None:
     return str(run_id)
 
 
-def _register(student_dir: Path, tracking: TrackingConfig) -> str | None:
+def _register(student_dir: Path, tracking: TrackingConfig, int8: dict[str, Any] | None = None) -> str | None:
     """Register the student under ``tracking.registered_model`` with alias ``candidate``; a label or None."""
     model_uri = read_json(student_dir / "meta.json").get("model_uri")
     run_id = _tracked_run(student_dir)
     if not tracking.registered_model or not model_uri or not run_id:
         return None
     name = tracking.registered_model
-    version = register_candidate(name, model_uri, run_id)
+    version = register_candidate(name, model_uri, run_id, tags=deploy_tags(run_id, int8))
     return f"`{name}` version {version} (`models:/{name}@{CANDIDATE}`)"
 
 
@@ -218,7 +232,7 @@ def _log_to_runs(
             "test/compression": metrics["compression"],
             "test/speedup": metrics["speedup"],
         }
-        for model in ("teacher", "student", "student_no_kd"):
+        for model in ("teacher", "student", "student_no_kd", "student_int8"):
             for key, value in metrics.get(model, {}).items():
                 if key in QUALITY_KEYS:
                     flat[f"test/{model}_{key}"] = value
@@ -227,6 +241,8 @@ def _log_to_runs(
             flat["test/kd_gain"] = metrics["kd_gain"]
         if "kd_gain_ci95" in metrics:
             flat["test/kd_gain_lo"], flat["test/kd_gain_hi"] = metrics["kd_gain_ci95"]
+        if "student_int8" in metrics:
+            flat["test/int8_drop"] = metrics["student_int8"]["drop"]
         for k, v in flat.items():
             client.log_metric(run_id, k, float(v))
         client.log_artifact(run_id, str(metrics_path), artifact_path="reports")
@@ -247,7 +263,7 @@ def _log_to_runs(
 
 def summary(metrics: dict[str, Any]) -> str:
     """A short human-readable summary of ``metrics.json`` (with the no-KD student and KD gain if present)."""
-    models = [m for m in ("teacher", "student", "student_no_kd") if m in metrics]
+    models = [m for m in ("teacher", "student", "student_no_kd", "student_int8") if m in metrics]
     key = "ccc_mean" if "ccc_mean" in metrics["student"] else "accuracy"
     unit = "CCC" if key == "ccc_mean" else "accuracy"
     lines = [
@@ -256,7 +272,7 @@ def summary(metrics: dict[str, Any]) -> str:
     ]
     for name in models:
         m = metrics[name]
-        label = "student no-KD" if name == "student_no_kd" else name
+        label = {"student_no_kd": "student no-KD", "student_int8": "student int8"}.get(name, name)
         lines.append(
             f"{label:14}{m[key]:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
         )
@@ -269,6 +285,14 @@ def summary(metrics: dict[str, Any]) -> str:
         lines.append(f"student CCC per target: {targets}")
     else:
         lines.append(f"student macro F1 {metrics['student']['macro_f1']:.3f}")
+    if "student_int8" in metrics:
+        q = metrics["student_int8"]
+        verdict = "deployable" if q["deployable"] else "NOT deployable: ship the fp32 ONNX file"
+        lines.append(
+            f"int8 ONNX: {unit} drop {q['drop']:+.4f} (max {q['max_drop']:g}), {q['size_mb']:.2f} MB vs "
+            f"{q['fp32_onnx_size_mb']:.2f} MB and {q['latency_ms']:.2f} ms vs "
+            f"{q['fp32_onnx_latency_ms']:.2f} ms fp32 ONNX ({verdict})"
+        )
     if "kd_gain" in metrics:
         gain = metrics["kd_gain"]
         if "kd_gain_ci95" in metrics:

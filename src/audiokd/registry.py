@@ -24,8 +24,11 @@ def _client() -> mlflow.MlflowClient:
     return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-def register_candidate(name: str, model_uri: str, run_id: str, alias: str = CANDIDATE) -> int:
-    """Register ``model_uri`` (logged by run ``run_id``) under ``name`` and point ``alias`` at it.
+def register_candidate(
+    name: str, model_uri: str, run_id: str, alias: str = CANDIDATE, tags: dict[str, str] | None = None
+) -> int:
+    """Register ``model_uri`` (logged by run ``run_id``) under ``name`` and point ``alias`` at it; ``tags``
+    are set on the version (evaluate names the file to deploy there, :mod:`audiokd.deployable`).
 
     Idempotent: when a version of ``name`` from the same run and model already exists (evaluate rerun on an
     unchanged student), that version gets the alias instead of a new one. Returns the version number.
@@ -49,6 +52,8 @@ def register_candidate(name: str, model_uri: str, run_id: str, alias: str = CAND
             name, model_uri, run_id=run_id, tags={"source": "audiokd evaluate"}, model_id=model_id
         )
         version = int(mv.version)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(name, str(version), key, value)
     client.set_registered_model_alias(name, alias, str(version))
     log.info("registry: %s version %d is @%s (%s)", name, version, alias, model_uri)
     return version

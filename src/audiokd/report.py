@@ -21,7 +21,12 @@ from audiokd.metrics import gain_verdict
 log = logging.getLogger(__name__)
 
 # display names, in the order they appear in tables and figure panels
-MODELS = {"teacher": "teacher", "student": "student (KD)", "student_no_kd": "student without KD"}
+MODELS = {
+    "teacher": "teacher",
+    "student": "student (KD)",
+    "student_no_kd": "student without KD",
+    "student_int8": "student int8 (ONNX Runtime)",
+}
 _LOSS_TERMS = ("hard", "soft", "feature", "attention", "total")
 
 
@@ -197,6 +202,17 @@ def budget_lines(metrics: dict[str, Any]) -> list[str]:
         )
         parts.append(f"{MODELS.get(name, name)} {clips} clips, {b['epochs']} epochs, {b['steps']} steps")
     return ["Training: " + "; ".join(parts) + "."]
+def _int8_verdict(metrics: dict[str, Any]) -> str:
+    q, unit = metrics["student_int8"], QUALITY_LABEL[quality_key(metrics)]
+    head = (
+        f"int8 student (`model.int8.onnx`): {unit} drop {q['drop']:+.4f} against fp32 (gate "
+        f"`export.int8_max_drop` {q['max_drop']:g}), {q['size_mb']:.2f} MB against "
+        f"{q['fp32_onnx_size_mb']:.2f} MB and {q['latency_ms']:.2f} ms against "
+        f"{q['fp32_onnx_latency_ms']:.2f} ms for the fp32 ONNX file."
+    )
+    if q["deployable"]:
+        return head + " **The int8 file is the deployable artifact.**"
+    return head + " **Past the gate: the int8 file is not deployable; ship the fp32 ONNX file.**"
 
 
 def render_markdown(
@@ -225,6 +241,8 @@ def render_markdown(
     ]
     if budget_lines(metrics):
         lines += ["", *budget_lines(metrics)]
+    if "student_int8" in metrics:
+        lines += ["", _int8_verdict(metrics)]
     if registry:
         lines += ["", f"Registered in MLflow as {registry}."]
     for caption, rel in figures.items():

@@ -1,91 +1,102 @@
-"""Audio decoding: any sample rate, mono or stereo, any length -> mono float32 at a fixed rate and length."""
+"""Audio decoding: any sample rate, mono or stereo, any length -> mono float32 at a fixed rate and length.
+
+NumPy and soundfile only (no torch), so the predict path and the preprocess workers start fast.
+"""
 
 from __future__ import annotations
 
-import functools
-import math
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio
+
+from audiokd.data.resample import resampler
 
 
 class AudioError(ValueError):
     """A clip that cannot be used; the message names the file."""
 
 
-def load_audio(path: str | Path, sample_rate: int, samples: int | None = None) -> torch.Tensor:
+class AudioReader:
+    """An audio file as mono float32 at ``sample_rate``: read any span of it without decoding the rest.
+
+    ``read(start, count)`` returns exactly the samples resampling the whole file would give there (the
+    resampler computes a span from the input samples it depends on, :mod:`audiokd.data.resample`), so a
+    window of a long recording costs what the window costs. Use as a context manager.
+    """
+
+    def __init__(self, path: str | Path, sample_rate: int) -> None:
+        self.path = path
+        try:
+            self.file = sf.SoundFile(str(path))
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioError(f"{path}: cannot decode audio ({e})") from None
+        self.input_length = self.file.frames
+        if self.input_length <= 0:
+            self.file.close()
+            raise AudioError(f"{path}: the clip has no samples")
+        rate = self.file.samplerate
+        self.resampler = None if rate == sample_rate else resampler(rate, sample_rate)
+        r = self.resampler
+        self.length = self.input_length if r is None else r.output_length(self.input_length)
+
+    def __enter__(self) -> AudioReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.file.close()
+
+    def _input(self, start: int, stop: int) -> np.ndarray:
+        """Input frames ``[start, stop)`` (clamped to the file) mixed down to mono float32."""
+        start, stop = max(0, start), min(self.input_length, stop)
+        try:
+            self.file.seek(start)
+            data = self.file.read(max(0, stop - start), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise AudioError(f"{self.path}: cannot decode audio ({e})") from None
+        return np.ascontiguousarray(data.mean(axis=1), dtype=np.float32)
+
+    def read(self, start: int = 0, count: int | None = None) -> np.ndarray:
+        """Samples ``[start, start + count)`` at the target rate (default: to the end), within the file."""
+        count = self.length - start if count is None else min(count, self.length - start)
+        if self.resampler is None:
+            return self._input(start, start + count)
+        a, b = self.resampler.input_span(start, count)
+        return self.resampler.span(self._input(a, b), max(a, 0), self.input_length, start, count)
+
+
+def load_audio(path: str | Path, sample_rate: int, samples: int | None = None) -> np.ndarray:
     """Decode ``path`` with soundfile, mix down to mono and resample to ``sample_rate``.
 
     With ``samples``, return exactly the centred ``samples`` that resampling the whole clip and then
-    :func:`fix_length` (``center``) would give, resampling only that window plus the filter's margin (a
-    long recording costs what its window costs). Returns a 1-D float32 tensor. Raises :class:`AudioError`
-    naming the file when it cannot be decoded.
+    :func:`fix_length` (``center``) would give, decoding and resampling only that window plus the filter's
+    margin. Returns a 1-D float32 array. Raises :class:`AudioError` naming the file when it cannot be decoded.
     """
-    try:
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError) as e:
-        raise AudioError(f"{path}: cannot decode audio ({e})") from None
-    if data.shape[0] == 0:
-        raise AudioError(f"{path}: the clip has no samples")
-    wave = torch.from_numpy(np.ascontiguousarray(data.mean(axis=1)))
-    if sr == sample_rate:
-        return wave if samples is None else fix_length(wave, samples, "center")
-    with torch.no_grad():
-        if samples is None:
-            return resampler(sr, sample_rate)(wave)
-        return _resample_window(wave, sr, sample_rate, samples)
-
-
-def _resample_window(wave: torch.Tensor, orig: int, new: int, samples: int) -> torch.Tensor:
-    """``fix_length(resample(wave), samples, "center")``, computed from a window of ``wave``.
-
-    The window starts on a multiple of ``orig / gcd`` input samples, where the resampler's output grid
-    repeats, so its output samples are the whole clip's, shifted by a whole number of samples; a margin
-    of two filter lengths on each side keeps the zero padding at the window's edges out of the result.
-    """
-    length = wave.shape[-1]
-    full_out = math.ceil(new * length / orig)  # what resampling the whole clip returns
-    r = resampler(orig, new)
-    g = math.gcd(orig, new)
-    orig_g, new_g = orig // g, new // g
-    margin = 2 * (r.kernel.shape[-1] + orig_g)  # input samples
-    start_out = (full_out - samples) // 2
-    if full_out <= samples or start_out * orig / new < margin + orig_g:
-        return fix_length(r(wave), samples, "center")  # short clip: nothing to save
-    k = int((start_out * orig / new - margin) // orig_g)  # whole periods of the output grid
-    s_in = k * orig_g
-    e_in = min(length, math.ceil((start_out + samples) * orig / new) + margin)
-    window = r(wave[s_in:e_in])
-    offset = start_out - k * new_g
-    return window[offset : offset + samples]
-
-
-@functools.lru_cache(maxsize=32)
-def resampler(orig: int, new: int) -> torchaudio.transforms.Resample:
-    """A band-limited sinc resampler for one rate pair; its kernel is computed once and reused."""
-    return torchaudio.transforms.Resample(orig, new)
+    with AudioReader(path, sample_rate) as audio:
+        if samples is None or audio.length <= samples:
+            wave = audio.read()
+            return wave if samples is None else fix_length(wave, samples, "center")
+        return audio.read((audio.length - samples) // 2, samples)
 
 
 def fix_length(
-    wave: torch.Tensor, n: int, mode: str = "center", generator: torch.Generator | None = None
-) -> torch.Tensor:
-    """Crop or zero-pad ``wave`` to ``n`` samples.
+    wave: np.ndarray, n: int, mode: str = "center", rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Crop or zero-pad ``wave`` (last axis) to ``n`` samples.
 
-    ``mode``: ``center`` (deterministic, for evaluation) or ``random`` (random crop offset, for training).
-    Padding is split evenly on both sides in ``center`` mode.
+    ``mode``: ``center`` (deterministic, for evaluation) or ``random`` (random crop offset from ``rng``, for
+    training). Padding is split evenly on both sides in ``center`` mode.
     """
     length = wave.shape[-1]
     if length == n:
         return wave
     if length > n:
         if mode == "random":
-            start = int(torch.randint(0, length - n + 1, (1,), generator=generator))
+            start = int((rng or np.random.default_rng()).integers(0, length - n + 1))
         else:
             start = (length - n) // 2
         return wave[..., start : start + n]
     pad = n - length
     left = pad // 2 if mode == "center" else 0
-    return torch.nn.functional.pad(wave, (left, pad - left))
+    widths = [(0, 0)] * (wave.ndim - 1) + [(left, pad - left)]
+    return np.pad(wave, widths)

@@ -16,21 +16,24 @@ Unlabelled clips are stored like the train split (they are trained on beside it)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import multiprocessing
 import os
-from concurrent.futures import ThreadPoolExecutor
+import sys
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-import torchaudio
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from audiokd.config import AudioConfig, ConfigError, DataConfig
-from audiokd.data.audio import load_audio
+from audiokd.data.frontend import file_features, single_threaded_blas
 from audiokd.data.manifest import SPLITS, load_prepared
 from audiokd.data.unlabeled import UNLABELED, UNLABELED_FILE
 from audiokd.io import atomic_dir, read_json, write_json
@@ -39,36 +42,12 @@ from audiokd.tasks import Task
 log = logging.getLogger(__name__)
 
 
-class LogMelFrontend(torch.nn.Module):
-    """Waveform (B, samples) -> log-mel spectrogram (B, 1, n_mels, frames) in dB.
-
-    ``frames`` is ``samples // hop_length`` (the centred STFT's extra last frame is dropped) so that a
-    2 s clip at 16 kHz with hop 250 gives exactly 128 frames.
-    """
-
-    def __init__(self, cfg: AudioConfig) -> None:
-        super().__init__()
-        self.hop_length = cfg.hop_length
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=cfg.sample_rate,
-            n_fft=cfg.n_fft,
-            hop_length=cfg.hop_length,
-            n_mels=cfg.n_mels,
-            power=2.0,
-            center=True,
-        )
-        self.to_db = torchaudio.transforms.AmplitudeToDB(stype="power", top_db=None)
-
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        """Compute log-mel features."""
-        frames = wave.shape[-1] // self.hop_length
-        spec = self.to_db(self.mel(wave) + 1e-10)
-        return spec[..., :frames].unsqueeze(1)
-
-
 def num_samples(cfg: AudioConfig) -> int:
     """Samples per clip after crop/pad."""
     return int(round(cfg.duration_s * cfg.sample_rate))
+
+
+PROCESS_MIN_CLIPS = 2000  # below this a process pool's start-up costs more than the GIL saves
 
 
 def compute_features(
@@ -78,39 +57,39 @@ def compute_features(
     desc: str = "",
     seconds: float | None = None,
     workers: int | None = None,
+    processes: bool | None = None,
 ) -> np.ndarray:
     """Decode ``paths``, centre-crop/pad to ``seconds`` (default ``audio.duration_s``), and compute
     un-normalised log-mels, (N, 1, n_mels, frames).
 
-    Chunks of ``batch_size`` clips go to ``workers`` threads (default: every core); each thread decodes,
-    resamples and crops its clips and computes their log-mels as one batch. Torch runs one intra-op thread
-    meanwhile, so the threads use the cores without oversubscribing them (the work releases the GIL).
+    Decoding (libsndfile), resampling (:mod:`audiokd.data.resample`) and log-mels
+    (:mod:`audiokd.data.frontend`) are NumPy/C code without torch. Chunks of up to ``batch_size`` clips go to
+    ``workers`` (default: every core) with one BLAS thread each: worker processes forked from this one
+    (Linux; they run no torch, so torch's OpenMP state does not matter) when ``processes`` is true or, by
+    default, for ``PROCESS_MIN_CLIPS`` clips or more; threads of this process otherwise (the C code releases
+    the GIL for most of the work, and a small job is done before a process pool has started).
     """
-    frontend = LogMelFrontend(cfg)
     n = int(round((seconds or cfg.duration_s) * cfg.sample_rate))
     workers = workers or os.cpu_count() or 1
-    size = max(1, min(batch_size, math.ceil(len(paths) / workers)))  # every thread gets work
+    size = max(1, min(batch_size, math.ceil(len(paths) / (4 * workers))))  # a few chunks per worker
     chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-
-    def features(chunk: list[str]) -> np.ndarray:
-        torch.set_num_threads(1)  # OpenMP's thread count is per calling thread: set it in the worker
-        waves = [load_audio(path, cfg.sample_rate, n) for path in chunk]
-        with torch.no_grad():
-            return frontend(torch.stack(waves)).numpy()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if processes is None:
+        processes = workers > 1 and len(paths) >= PROCESS_MIN_CLIPS
+    processes = processes and sys.platform.startswith("linux")  # fork is unsafe on macOS
     out: list[np.ndarray] = []
-    try:
-        with (
-            ThreadPoolExecutor(max_workers=workers) as pool,
-            tqdm(total=len(paths), desc=desc, unit="clip") as bar,
-        ):
-            for chunk, feats in zip(chunks, pool.map(features, chunks), strict=True):
-                out.append(feats)
-                bar.update(len(chunk))
-    finally:
-        torch.set_num_threads(threads)
+    with contextlib.ExitStack() as stack:
+        if processes:
+            context = multiprocessing.get_context("fork")  # spawn would re-import the caller's torch
+            pool: Executor = ProcessPoolExecutor(workers, context, initializer=single_threaded_blas)
+        else:
+            stack.enter_context(threadpool_limits(1))
+            pool = ThreadPoolExecutor(max_workers=workers)
+        stack.enter_context(pool)
+        bar = stack.enter_context(tqdm(total=len(paths), desc=desc, unit="clip"))
+        jobs = pool.map(file_features, chunks, [cfg] * len(chunks), [n] * len(chunks))
+        for chunk, feats in zip(chunks, jobs, strict=True):
+            out.append(feats)
+            bar.update(len(chunk))
     return np.concatenate(out).astype(np.float32)
 
 
