@@ -202,6 +202,8 @@ def budget_lines(metrics: dict[str, Any]) -> list[str]:
         )
         parts.append(f"{MODELS.get(name, name)} {clips} clips, {b['epochs']} epochs, {b['steps']} steps")
     return ["Training: " + "; ".join(parts) + "."]
+
+
 def _int8_verdict(metrics: dict[str, Any]) -> str:
     q, unit = metrics["student_int8"], QUALITY_LABEL[quality_key(metrics)]
     head = (
