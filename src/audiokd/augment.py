@@ -12,11 +12,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torchaudio
 
 from audiokd.config import AugmentConfig
 from audiokd.tasks import Task
+
+if TYPE_CHECKING:  # typing only: the features module does not need importing to augment a batch
+    from audiokd.data.features import FeatureSet
 
 
 def center_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -66,3 +71,9 @@ class BatchAugment:
             y = self.task.as_mixable(y)
             y = lam * y + (1 - lam) * y[perm]
         return x, y
+
+
+def make_augment(augment: AugmentConfig, fs: FeatureSet, width: int, seed: int) -> BatchAugment | None:
+    """The batch augmentation for training, or None when batches pass through unchanged."""
+    aug = BatchAugment(augment, fs.task, fs.frames, seed)
+    return aug if aug.needed(width) else None

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from audiokd import distributed
-from audiokd.augment import BatchAugment, center_frames
+from audiokd.augment import center_frames, make_augment
 from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     AugmentConfig,
@@ -24,24 +24,12 @@ from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, write_json
-from audiokd.models import count_params, predict
+from audiokd.models import count_params, predict, save_labels
 from audiokd.models.teacher import build_teacher
 from audiokd.tracking import MetricBuffer, log_run_inputs, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
-
-
-def make_augment(augment: AugmentConfig, fs: FeatureSet, width: int, seed: int) -> BatchAugment | None:
-    """The batch augmentation for training, or None when batches pass through unchanged."""
-    aug = BatchAugment(augment, fs.task, fs.frames, seed)
-    return aug if aug.needed(width) else None
-
-
-def save_labels(folder: Path, fs: FeatureSet) -> None:
-    """Classification: the label -> index mapping beside the model (``labels.json``)."""
-    if fs.task.kind == "classification":
-        write_json(folder / "labels.json", {"labels": fs.targets})
 
 
 def train_teacher(
@@ -136,7 +124,7 @@ def train_teacher(
             }
             with atomic_dir(out_dir) as tmp:
                 model.save_pretrained(tmp)
-                save_labels(tmp, fs)
+                save_labels(tmp, fs.task)
                 meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
                 # cached outputs: on the centre-cropped, un-augmented inputs distill sees without augmentation
                 outputs = {

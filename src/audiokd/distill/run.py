@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from audiokd import distributed
-from audiokd.augment import center_frames
+from audiokd.augment import center_frames, make_augment
 from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     AugmentConfig,
@@ -27,9 +27,8 @@ from audiokd.distill.objective import build_objective
 from audiokd.export import ONNX_FILE, check_onnx, export_onnx
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
-from audiokd.models import LogitsOnly, count_params
+from audiokd.models import LogitsOnly, count_params, save_labels
 from audiokd.models.student import build_student
-from audiokd.teacher_training import make_augment, save_labels
 from audiokd.tracking import MetricBuffer, log_run_inputs, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
@@ -175,7 +174,7 @@ def distill(
             }
             with atomic_dir(out_dir) as tmp:
                 model.save_pretrained(tmp)
-                save_labels(tmp, fs)
+                save_labels(tmp, fs.task)
                 meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
                 # the student for mobile runtimes: ONNX with a dynamic batch axis, checked against PyTorch
                 served = LogitsOnly(model).eval()
