@@ -6,7 +6,7 @@ Layout of the features folder (memory-mappable ``.npy``, one array per split, no
     features/stats.json           per-mel-bin mean/std and per-target mean/std, from the train split only
     features/<split>/x.npy        float32 (N, 1, n_mels, frames), normalised
     features/<split>/y.npy        float32 (N, n_targets) raw targets, or int64 (N,) class indices
-    features/<split>/clips.csv    path and targets (or label) per row, in array order
+    features/<split>/clips.csv    path and targets (or label) [and group] per row, in array order
 
 With ``audio.random_crop`` the train split keeps ``audio.crop_pool_s`` seconds per clip (more frames) and
 training crops a random window of the model's width from it each time; val and test stay centre-cropped.
@@ -158,7 +158,8 @@ def preprocess(
             (tmp / s).mkdir()
             x = (feats[s] - mel_mean[None, None, :, None]) / mel_std[None, None, :, None]
             np.save(tmp / s / "x.npy", x.astype(np.float32))
-            part = df.loc[df.split == s, ["path", *cols]]
+            # the group (e.g. speaker) goes along: fold teachers keep a group in one fold (teacher.folds)
+            part = df.loc[df.split == s, ["path", *cols, *(["group"] if "group" in df.columns else [])]]
             if regression:
                 y = part[cols].to_numpy(np.float32)
             else:

@@ -22,6 +22,7 @@ from audiokd.distributed import unwrap
 from audiokd.models.features import Inner, pair_layers, select_layers, student_inner, teacher_inner
 from audiokd.models.teacher import load_teacher
 from audiokd.tasks import Task
+from audiokd.teaching.live import load_live
 from audiokd.training import Objective
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,8 @@ def build_objective(
     needs_teacher = cfg.alpha < 1 or inner_on
     if force_live and needs_teacher and not inner_on:
         kd = KDLoss(cfg.alpha, cfg.temperature, cfg.soft_loss, task=task)
-        live = load_teacher(teacher_dir).to(device)
+        # one teacher, or an ensemble's members run together (audiokd.teaching.live.check_live allowed it)
+        live = load_live(teacher_dir, task or Task("regression", ())).to(device)
         live.requires_grad_(False)
 
         def augmented_objective(
