@@ -18,7 +18,7 @@ from audiokd.io import write_json
 TARGETS = ("arousal", "valence")
 CLASSES = ("calm", "happy", "sad")
 COUNTS = {"train": 12, "val": 6, "test": 6}
-SHAPE = (1, 16, 32)
+SHAPE = (1, 32, 64)
 # a one-layer ViT on 8x8 patches: trains an epoch on 12 clips in about a second
 TINY = TeacherConfig(
     hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, patch_size=8, epochs=1, batch_size=4

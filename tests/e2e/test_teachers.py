@@ -33,7 +33,7 @@ def _restored(pipeline) -> Iterator[None]:
         yield
     finally:
         pipeline.sh("git", "checkout", "HEAD", "--", ".")
-        pipeline.sh("git", "clean", "-fdq", "--", "models/teacher_members")
+        pipeline.sh("git", "clean", "-fdq", "--", "models/teacher_members", "reports")  # e.g. member plots
         pipeline.sh("dvc", "checkout", "--force")
         assert "Data and pipelines are up to date" in pipeline.sh("dvc", "status").stdout
 
