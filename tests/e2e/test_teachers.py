@@ -89,7 +89,7 @@ def test_a_csv_of_teacher_outputs_replaces_the_teacher(pipeline, tmp_path):
     csv = tmp_path / "outputs.csv"
     pd.concat(rows).to_csv(csv, index=False)
     with _restored(pipeline):
-        proc = pipeline.sh("dvc", "exp", "run", "-S", f"teacher.outputs={csv}")
+        proc = pipeline.sh("dvc", "exp", "run", "-S", f"++teacher.outputs={csv}")  # not in the tiny params
         assert _ran(proc.stdout) == ["train_teacher", "distill", "evaluate"]
 
         stats = json.loads((features / "stats.json").read_text())
