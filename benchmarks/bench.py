@@ -261,11 +261,8 @@ def repro_noop(repeats: int) -> dict[str, float]:
             ["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True
         ).stdout
         for f in files.split():
-            if (
-                (ROOT / f).is_file()
-                and not f.startswith(("data/", "models/", "reports/"))
-                and f != "dvc.lock"
-            ):
+            output = f.startswith(("data/", "models/", "reports/")) and not f.endswith(".gitignore")
+            if (ROOT / f).is_file() and not output and f != "dvc.lock":
                 (repo / f).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(ROOT / f, repo / f)
         shutil.copy(ROOT / "tests" / "e2e" / "params_tiny.yaml", repo / "params.yaml")

@@ -1,16 +1,38 @@
-"""DVC stage train_teacher: the ViT teacher, its best epoch and its cached predictions."""
+"""DVC stage train_teacher: the teacher and its cached outputs (trained here, ensemble members combined, or
+read from teacher.outputs)."""
 
 from audiokd.cli import load_sections, run_stage, stage_args
 from audiokd.distributed import relaunch_if_needed
-from audiokd.teacher_training import train_teacher
+from audiokd.teaching.source import make_teacher, trains_here
 
 
 def main() -> None:
-    """Read ``data``, ``teacher``, ``tracking``, ``runtime``; write the teacher folder."""
-    args = stage_args(__doc__, {"features": "features folder (input)", "out": "teacher folder to write"})
-    sections = load_sections(args.params, "data", "teacher", "tracking", "runtime", "augment")
-    relaunch_if_needed(sections[3])  # runtime.nproc_per_node > 1: this script again under torchrun
-    train_teacher(*sections, args.features, args.out, params_file=args.params)
+    """Read ``data``, ``teacher``, ``ensemble``, ``tracking``, ``runtime``, ``augment``; write the teacher."""
+    args = stage_args(
+        __doc__,
+        {
+            "features": "features folder (input)",
+            "members": "ensemble members' folder (input; holds teacher_member@<name> outputs)",
+            "out": "teacher folder to write",
+        },
+    )
+    data, teacher, ensemble, tracking, runtime, augment = load_sections(
+        args.params, "data", "teacher", "ensemble", "tracking", "runtime", "augment"
+    )
+    if trains_here(teacher, ensemble):
+        relaunch_if_needed(runtime)  # runtime.nproc_per_node > 1: this script again under torchrun
+    make_teacher(
+        data,
+        teacher,
+        ensemble,
+        tracking,
+        runtime,
+        augment,
+        args.features,
+        args.members,
+        args.out,
+        args.params,
+    )
 
 
 if __name__ == "__main__":

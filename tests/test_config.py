@@ -72,6 +72,14 @@ def test_default_params_comment_every_key(repo_root):
         ("tracking", {"registered_model": "a b"}, "tracking.registered_model = 'a b': use letters"),
         ("export", {"int8_max_drop": -0.01}, "export.int8_max_drop = -0.01 is out of range: allowed [0.0"),
         ("export", {"int8_max_drops": 0.1}, "export.int8_max_drops: unknown key"),
+        ("teacher", {"folds": 3, "outputs": "x.csv"}, "teacher.folds = 3 trains fold teachers but"),
+        ("teacher", {"folds": -1}, "teacher.folds = -1 is out of range"),
+        ("ensemble", {"members": {"a": {"lr": -1}}}, "ensemble.members.a.lr = -1.0 is out of range"),
+        ("ensemble", {"members": {"a": {"hidden": 8}}}, "ensemble.members.a.hidden: unknown key"),
+        ("ensemble", {"members": {"a/b": {}}}, "ensemble.members.a/b: a member name uses letters"),
+        ("ensemble", {"members": {"a": {"outputs": "x.csv"}}}, "ensemble.members.a.outputs: members train"),
+        ("ensemble", {"members": {"a": {}, "b": {}}}, "ensemble.members.b: the same settings as"),
+        ("ensemble", {"members": ["a", "b"]}, "ensemble.members: expected a mapping"),
     ],
 )
 def test_bad_values_name_the_key(repo_root, section, patch, message):

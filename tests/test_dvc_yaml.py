@@ -29,7 +29,7 @@ def _spec(repo_root):
 
 
 @pytest.mark.parametrize(
-    "stage", ["synthesize", "prepare", "preprocess", "train_teacher", "distill", "evaluate"]
+    "stage", ["synthesize", "prepare", "preprocess", "train_teacher", "teacher_member", "distill", "evaluate"]
 )
 def test_stage_deps_cover_every_imported_module(repo_root, stage):
     script = repo_root / "stages" / f"{stage}.py"
@@ -41,15 +41,21 @@ def test_stage_deps_cover_every_imported_module(repo_root, stage):
     src = repo_root / "src"
     imported = {str(Path(f).relative_to(src.parent)) for f in files if f.startswith(str(src))}
     imported = {f for f in imported if not f.endswith("__init__.py") or f.endswith("models/__init__.py")}
-    deps = set(_spec(repo_root)[stage]["deps"])
+    spec = _spec(repo_root)[stage]
+    deps = set(spec.get("do", spec)["deps"])  # a foreach stage (teacher_member): its template
     assert f"stages/{stage}.py" in deps
     missing = imported - deps
     assert not missing, f"{stage} imports {sorted(missing)} but dvc.yaml does not list them"
 
 
 def test_stages_list_whole_known_sections(repo_root):
-    # one exception: the no-KD baseline tracks distill's budget keys only, so KD weights do not rerun it
+    # two exceptions: the no-KD baseline tracks distill's budget keys only, so KD weights do not rerun it;
+    # an ensemble member tracks its own entry of ensemble.members, so editing one member reruns only it
     for name, stage in _spec(repo_root).items():
-        for p in stage.get("params", []):
-            allowed = p in SECTIONS or (name == "baseline" and p.startswith("distill."))
+        for p in stage.get("do", stage).get("params", []):
+            allowed = (
+                p in SECTIONS
+                or (name == "baseline" and p.startswith("distill."))
+                or (name == "teacher_member" and p == "ensemble.members.${key}")
+            )
             assert isinstance(p, str) and allowed, f"{name}: {p}"

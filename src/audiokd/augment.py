@@ -14,11 +14,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torchaudio
 
 from audiokd.config import AugmentConfig
 from audiokd.tasks import Task
+
+if TYPE_CHECKING:  # typing only: the features module does not need importing to augment a batch
+    from audiokd.data.features import FeatureSet
 
 
 def center_frames(x: torch.Tensor, frames: int) -> torch.Tensor:
@@ -89,3 +94,14 @@ class BatchAugment:
             rows = torch.nonzero(kind).flatten()
             perm[rows] = rows[torch.randperm(len(rows), generator=self.gen)]
         return perm
+
+
+def make_augment(
+    augment: AugmentConfig, fs: FeatureSet, width: int, seed: int, labelled_rows: int | None = None
+) -> BatchAugment | None:
+    """The batch augmentation for training, or None when batches pass through unchanged.
+
+    ``labelled_rows``: training rows from this index on are unlabelled clips (mixup partners stay of a kind).
+    """
+    aug = BatchAugment(augment, fs.task, fs.frames, seed, labelled_rows)
+    return aug if aug.needed(width) else None

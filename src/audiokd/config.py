@@ -21,6 +21,7 @@ import yaml
 T = TypeVar("T")
 
 _MODEL_NAME = re.compile(r"[A-Za-z0-9._-]*")
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # a DVC stage key and a folder name
 
 
 class ConfigError(ValueError):
@@ -136,6 +137,15 @@ class TeacherConfig:
     batch_size: int = _f(32, range=(1, 65536))
     lr: float = _f(3e-4, range=(0.0, 10.0), open_low=True)
     weight_decay: float = _f(0.05, range=(0.0, 10.0))
+    outputs: str = ""  # a CSV of teacher outputs per clip from any model: no teacher trains
+    folds: int = _f(0, range=(0, 100))  # >= 2: out-of-fold outputs on the train split from k fold teachers
+
+
+@dataclass(frozen=True)
+class EnsembleConfig:
+    """Teacher ensemble: member name -> overrides of the teacher section and ``seed``; empty = one teacher."""
+
+    members: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -228,6 +238,7 @@ SECTIONS: dict[str, type] = {
     "audio": AudioConfig,
     "augment": AugmentConfig,
     "teacher": TeacherConfig,
+    "ensemble": EnsembleConfig,
     "student": StudentConfig,
     "distill": DistillConfig,
     "evaluate": EvaluateConfig,
@@ -258,6 +269,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list of {_type_name(item_tp)}, got {value!r}")
         return tuple(_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return {str(k): ({} if v is None else v) for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -338,6 +355,13 @@ def _cross_check(obj: Any, prefix: str) -> None:
         raise ConfigError(f"{prefix}.min_duration_s must not exceed {prefix}.max_duration_s")
     if isinstance(obj, TeacherConfig):
         _check_teacher(obj, prefix)
+    if isinstance(obj, TeacherConfig) and obj.folds >= 2 and obj.outputs:
+        raise ConfigError(
+            f"{prefix}.folds = {obj.folds} trains fold teachers but {prefix}.outputs gives ready outputs: "
+            "set one of them"
+        )
+    if isinstance(obj, EnsembleConfig):
+        _check_members(obj, prefix)
     if isinstance(obj, StudentConfig) and any(h % obj.num_heads for h in obj.hidden_sizes):
         raise ConfigError(f"{prefix}.hidden_sizes must all be divisible by {prefix}.num_heads")
     if isinstance(obj, StudentConfig) and obj.vit_hidden_size % obj.num_heads:
@@ -381,6 +405,34 @@ def _check_teacher(obj: TeacherConfig, prefix: str) -> None:
             f"{prefix}.cnn_depths ({len(obj.cnn_depths)} stages) and {prefix}.cnn_hidden_sizes "
             f"({len(obj.cnn_hidden_sizes)} widths) must have the same length"
         )
+
+
+def _check_members(obj: EnsembleConfig, prefix: str) -> None:
+    """Each member: a valid name and a mapping of teacher keys (each validated alone) and ``seed``."""
+    hints = typing.get_type_hints(TeacherConfig)
+    fields = {f.name: f for f in dataclasses.fields(TeacherConfig) if f.name != "outputs"}
+    seen: dict[str, str] = {}
+    for name, over in obj.members.items():
+        key = f"{prefix}.members.{name}"
+        if not _MEMBER_NAME.fullmatch(name):
+            raise ConfigError(
+                f"{key}: a member name uses letters, digits, '_' and '-' (it names a DVC stage)"
+            )
+        if not isinstance(over, dict):
+            raise ConfigError(f"{key}: expected a mapping of teacher keys (and seed), got {over!r}")
+        for k, v in over.items():
+            if k == "seed":
+                _check(_coerce(v, int, f"{key}.seed"), {"range": (0, 2**31 - 1)}, f"{key}.seed")
+            elif k == "outputs":
+                raise ConfigError(f"{key}.outputs: members train; use teacher.outputs for a file of outputs")
+            elif k in fields:
+                _check(_coerce(v, hints[k], f"{key}.{k}"), fields[k].metadata, f"{key}.{k}")
+            else:
+                known = ", ".join(sorted([*fields, "seed"]))
+                raise ConfigError(f"{key}.{k}: unknown key; known keys: {known}")
+        same = seen.setdefault(repr(sorted(over.items())), name)
+        if same != name:
+            raise ConfigError(f"{key}: the same settings as {prefix}.members.{same}; give it another seed")
 
 
 def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:

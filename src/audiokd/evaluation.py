@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import statistics
 import time
@@ -21,9 +22,10 @@ from audiokd.io import read_json, write_json
 from audiokd.metrics import gain_verdict, paired_bootstrap_ci
 from audiokd.models import count_params, predict, weights_size_mb
 from audiokd.models.student import load_student
-from audiokd.models.teacher import load_teacher
 from audiokd.registry import CANDIDATE, register_candidate
 from audiokd.report import budget_lines, write_report
+from audiokd.teaching.folder import parts
+from audiokd.teaching.scores import ratio, teacher_note, teacher_report
 from audiokd.tracking import setup, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -133,16 +135,19 @@ def evaluate(
     test = fs.split("test")
     y_true = fs.raw_targets("test")
     reports, preds = {}, {}
-    for name, folder in folders.items():
-        model = load_teacher(folder) if name == "teacher" else load_student(folder)
-        reports[name], preds[name] = _model_report(model, folder, fs, test.x, y_true, cfg)
+    score = functools.partial(_model_report, fs=fs, x=test.x, y_true=y_true, cfg=cfg)
+    reports["teacher"], teacher_pred, members = teacher_report(folders["teacher"], fs, y_true, score)
+    if teacher_pred is not None:
+        preds["teacher"] = teacher_pred
+    for name, folder in list(folders.items())[1:]:
+        reports[name], preds[name] = _model_report(load_student(folder), folder, fs, test.x, y_true, cfg)
     t_rep, s_rep = reports["teacher"], reports["student"]
     key = fs.task.primary
     metrics = {
         **reports,
-        "retention": s_rep[key] / t_rep[key] if t_rep[key] else float("nan"),
-        "compression": t_rep["params"] / s_rep["params"],
-        "speedup": t_rep["latency_ms"] / s_rep["latency_ms"],
+        "retention": ratio(s_rep[key], t_rep[key]),
+        "compression": ratio(t_rep["params"], s_rep["params"]),
+        "speedup": ratio(t_rep["latency_ms"], s_rep["latency_ms"]),
     }
     if "student_no_kd" in reports:
         metrics["kd_gain"] = s_rep[key] - reports["student_no_kd"][key]
@@ -167,11 +172,21 @@ def evaluate(
     if scored is not None:
         metrics["student_int8"] = scored[0]
         gate(metrics, key, export or ExportConfig())
+    if members:  # "teacher" is what the student learned from: the ensemble (or fold teachers) as a whole
+        metrics["teacher_members"] = members
     plots_dir = Path(plots_dir)
     plots_dir.mkdir(parents=True, exist_ok=True)
-    histories = {name: pd.read_csv(folder / "history.csv") for name, folder in folders.items()}
+    histories = {
+        name: pd.read_csv(folder / "history.csv")
+        for name, folder in [
+            *folders.items(),
+            *((f"teacher_{n}", sub) for n, sub in parts(folders["teacher"]).items()),
+        ]
+        if (folder / "history.csv").is_file()
+    }
+    for name, history in histories.items():
+        history.to_csv(plots_dir / f"{name}_history.csv", index=False)
     for name, pred in preds.items():
-        histories[name].to_csv(plots_dir / f"{name}_history.csv", index=False)
         _predictions_table(pred, y_true, fs.targets).to_csv(
             plots_dir / f"{name}_predictions.csv", index=False
         )
@@ -181,8 +196,9 @@ def evaluate(
     figures: list[Path] = []
     if report_path is not None:
         figures_dir = Path(figures_dir) if figures_dir is not None else Path(report_path).parent / "figures"
+        note = teacher_note(folders["teacher"], metrics)
         figures = write_report(
-            metrics, fs.targets, histories, preds, y_true, report_path, figures_dir, registered
+            metrics, fs.targets, histories, preds, y_true, report_path, figures_dir, registered, note
         )
     _log_to_runs(folders, metrics, Path(metrics_path), report_path, figures)
     return metrics
@@ -236,6 +252,9 @@ def _log_to_runs(
             for key, value in metrics.get(model, {}).items():
                 if key in QUALITY_KEYS:
                     flat[f"test/{model}_{key}"] = value
+        for name, member in metrics.get("teacher_members", {}).items():
+            flat.update({f"test/teacher_{name}_{k}": v for k, v in member.items() if k in QUALITY_KEYS})
+        flat = {k: v for k, v in flat.items() if v is not None}  # unknown for a teacher read from a file
         flat.update({f"test/student_ccc_{k}": v for k, v in metrics["student"].get("ccc", {}).items()})
         if "kd_gain" in metrics:
             flat["test/kd_gain"] = metrics["kd_gain"]
@@ -261,6 +280,11 @@ def _log_to_runs(
             client.log_metric(base_run, f"test/student_ccc_{k}", float(v))
 
 
+def _cell(value: float | None, fmt: str, width: int) -> str:
+    """A right-aligned table cell; ``unknown`` for a teacher's missing figure."""
+    return f"{'unknown':>{width}}" if value is None else f"{value:>{width}{fmt}}"
+
+
 def summary(metrics: dict[str, Any]) -> str:
     """A short human-readable summary of ``metrics.json`` (with the no-KD student and KD gain if present)."""
     models = [m for m in ("teacher", "student", "student_no_kd", "student_int8") if m in metrics]
@@ -270,16 +294,21 @@ def summary(metrics: dict[str, Any]) -> str:
         f"{'':14}{'CCC mean' if key == 'ccc_mean' else 'accuracy':>10}{'params':>12}{'size MB':>10}"
         f"{'latency ms':>12}"
     ]
-    for name in models:
-        m = metrics[name]
+    rows = [(n, metrics[n]) for n in models]
+    rows[1:1] = [(f"teacher {n}", m) for n, m in metrics.get("teacher_members", {}).items()]
+    for name, m in rows:
         label = {"student_no_kd": "student no-KD", "student_int8": "student int8"}.get(name, name)
         lines.append(
-            f"{label:14}{m[key]:>10.4f}{m['params']:>12,}{m['size_mb']:>10.2f}{m['latency_ms']:>12.2f}"
+            f"{label:14}{_cell(m[key], '.4f', 10)}{_cell(m['params'], ',', 12)}"
+            f"{_cell(m['size_mb'], '.2f', 10)}{_cell(m['latency_ms'], '.2f', 12)}"
         )
-    lines.append(
-        f"retention {metrics['retention']:.3f} of the teacher's {unit}, compression "
-        f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x (CPU, batch 1)"
-    )
+    ratios = {
+        "retention": f"retention {{:.3f}} of the teacher's {unit}",
+        "compression": "compression {:.1f}x",
+        "speedup": "speedup {:.2f}x (CPU, batch 1)",
+    }
+    known = ", ".join(f.format(metrics[k]) for k, f in ratios.items() if metrics[k] is not None)
+    lines.append(known or "retention, compression and speedup unknown (the teacher is a file of outputs)")
     if key == "ccc_mean":
         targets = ", ".join(f"{k} {v:.3f}" for k, v in metrics["student"]["ccc"].items())
         lines.append(f"student CCC per target: {targets}")

@@ -30,6 +30,18 @@ MODELS = {
 _LOSS_TERMS = ("hard", "soft", "feature", "attention", "total")
 
 
+def display_name(name: str) -> str:
+    """Display name of a model; ``teacher_<name>`` is an ensemble member or fold teacher."""
+    if name in MODELS:
+        return MODELS[name]
+    return name.replace("teacher_", "teacher ", 1) if name.startswith("teacher_") else name
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    """A table cell; a teacher read from a file has no size or latency (and maybe no test quality)."""
+    return "unknown" if value is None else format(value, spec)
+
+
 def plot_losses(histories: dict[str, pd.DataFrame], path: Path) -> Path:
     """One panel per model: train hard, soft, total (and feature/attention) loss and val loss per epoch.
 
@@ -43,7 +55,7 @@ def plot_losses(histories: dict[str, pd.DataFrame], path: Path) -> Path:
             if col in h and np.any(h[col].to_numpy() != 0):
                 ax.plot(h["epoch"], h[col], marker=".", label=f"train {term}")
         ax.plot(h["epoch"], h["val_loss"], "k--", marker=".", label="val (MSE)")
-        ax.set(title=MODELS.get(name, name), xlabel="epoch", ylabel="loss")
+        ax.set(title=display_name(name), xlabel="epoch", ylabel="loss")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -66,7 +78,7 @@ def plot_val_ccc(histories: dict[str, pd.DataFrame], path: Path, key: str = "ccc
     fig = Figure(figsize=(5.5, 3.4), layout="constrained")
     ax = fig.subplots()
     for name, h in histories.items():
-        ax.plot(h["epoch"], h[f"val_{key}"], marker=".", label=MODELS.get(name, name))
+        ax.plot(h["epoch"], h[f"val_{key}"], marker=".", label=display_name(name))
     label = QUALITY_LABEL[key]
     ax.set(title=f"Validation {label} per epoch", xlabel="epoch", ylabel=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -94,7 +106,7 @@ def plot_scatter(
             ax.scatter(y_true[:, r], pred[:, r], s=10, alpha=0.6)
             ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "k--", lw=1)
             ax.set(
-                title=f"{MODELS.get(name, name)}: {target}\nCCC {ccc[name][target]:.3f}",
+                title=f"{display_name(name)}: {target}\nCCC {ccc[name][target]:.3f}",
                 xlabel=f"true {target}",
                 ylabel=f"predicted {target}",
                 xlim=(lo - pad, hi + pad),
@@ -119,9 +131,7 @@ def plot_confusion(preds: dict[str, np.ndarray], y_true: np.ndarray, classes: li
         for i in range(k):
             for j in range(k):
                 ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8)
-        ax.set(
-            title=MODELS.get(name, name), xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true"
-        )
+        ax.set(title=display_name(name), xticks=range(k), yticks=range(k), xlabel="predicted", ylabel="true")
         ax.set_xticklabels(classes, rotation=45, fontsize=7)
         ax.set_yticklabels(classes, fontsize=7)
     fig.suptitle("Test split: confusion matrices")
@@ -140,20 +150,44 @@ def _table(metrics: dict[str, Any], models: list[str], targets: list[str]) -> li
     key = quality_key(metrics)
     if key == "ccc_mean":
         for t in targets:
-            row(f"CCC {t}", [f"{metrics[m]['ccc'][t]:.4f}" for m in models])
-        row("**CCC mean**", [f"**{metrics[m]['ccc_mean']:.4f}**" for m in models])
+            row(f"CCC {t}", [_fmt((metrics[m]["ccc"] or {}).get(t), ".4f") for m in models])
+        row("**CCC mean**", [f"**{_fmt(metrics[m]['ccc_mean'], '.4f')}**" for m in models])
     else:
-        row("**accuracy**", [f"**{metrics[m]['accuracy']:.4f}**" for m in models])
-        row("macro F1", [f"{metrics[m]['macro_f1']:.4f}" for m in models])
+        row("**accuracy**", [f"**{_fmt(metrics[m]['accuracy'], '.4f')}**" for m in models])
+        row("macro F1", [_fmt(metrics[m]["macro_f1"], ".4f") for m in models])
     teacher = metrics["teacher"][key]
     retention = [f"{metrics[m][key] / teacher:.3f}" if teacher else "n/a" for m in models]
     row(f"retention (of the teacher's {QUALITY_LABEL[key]})", retention)
-    row("parameters", [f"{metrics[m]['params']:,}" for m in models])
-    row("size MB", [f"{metrics[m]['size_mb']:.2f}" for m in models])
-    row("latency ms (CPU, batch 1)", [f"{metrics[m]['latency_ms']:.2f}" for m in models])
+    row("parameters", [_fmt(metrics[m]["params"], ",") for m in models])
+    row("size MB", [_fmt(metrics[m]["size_mb"], ".2f") for m in models])
+    row("latency ms (CPU, batch 1)", [_fmt(metrics[m]["latency_ms"], ".2f") for m in models])
     t_lat, t_par = metrics["teacher"]["latency_ms"], metrics["teacher"]["params"]
-    row("speedup vs teacher", [f"{t_lat / metrics[m]['latency_ms']:.2f}x" for m in models])
-    row("compression vs teacher", [f"{t_par / metrics[m]['params']:.1f}x" for m in models])
+    speedup = [f"{t_lat / metrics[m]['latency_ms']:.2f}x" if t_lat else "n/a" for m in models]
+    row("speedup vs teacher", speedup)
+    compression = [f"{t_par / metrics[m]['params']:.1f}x" if t_par else "n/a" for m in models]
+    row("compression vs teacher", compression)
+    return rows
+
+
+def _members_table(metrics: dict[str, Any]) -> list[str]:
+    """Each ensemble member (or fold teacher) scored alone on the test split; none when there are none."""
+    members = metrics.get("teacher_members") or {}
+    if not members:
+        return []
+    key = quality_key(metrics)
+    rows = [
+        "",
+        "### The teacher's members, each alone",
+        "",
+        f"| member | {QUALITY_LABEL[key]} | parameters | size MB | latency ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, m in members.items():
+        rows.append(
+            f"| {name} | {_fmt(m[key], '.4f')} | {_fmt(m['params'], ',')} | {_fmt(m['size_mb'], '.2f')} "
+            f"| {_fmt(m['latency_ms'], '.2f')} |"
+        )
+    rows.append(f"| **the teacher (all together)** | **{_fmt(metrics['teacher'][key], '.4f')}** | | | |")
     return rows
 
 
@@ -217,8 +251,23 @@ def _int8_verdict(metrics: dict[str, Any]) -> str:
     return head + " **Past the gate: the int8 file is not deployable; ship the fp32 ONNX file.**"
 
 
+def _student_ratios(metrics: dict[str, Any]) -> str:
+    """The student's retention, compression and speedup, those that are known (a file teacher has no size)."""
+    parts = {
+        "retention": f"retention {{:.3f}} of the teacher's {QUALITY_LABEL[quality_key(metrics)]}",
+        "compression": "compression {:.1f}x",
+        "speedup": "speedup {:.2f}x",
+    }
+    known = [f.format(metrics[k]) for k, f in parts.items() if metrics[k] is not None]
+    return f"Student: {', '.join(known) or 'retention, compression and speedup unknown'}."
+
+
 def render_markdown(
-    metrics: dict[str, Any], targets: list[str], figures: dict[str, str], registry: str | None = None
+    metrics: dict[str, Any],
+    targets: list[str],
+    figures: dict[str, str],
+    registry: str | None = None,
+    teacher_note: str | None = None,
 ) -> str:
     """``report.md`` text: verdict, teacher vs student table, figures (``figures``: caption -> path)."""
     models = [m for m in MODELS if m in metrics]
@@ -235,16 +284,16 @@ def render_markdown(
         _verdict(metrics),
         "",
         *_table(metrics, models, targets),
+        *_members_table(metrics),
         "",
-        f"Student: retention {metrics['retention']:.3f} of the teacher's "
-        f"{QUALITY_LABEL[quality_key(metrics)]}, "
-        "compression "
-        f"{metrics['compression']:.1f}x, speedup {metrics['speedup']:.2f}x.",
+        _student_ratios(metrics),
     ]
     if budget_lines(metrics):
         lines += ["", *budget_lines(metrics)]
     if "student_int8" in metrics:
         lines += ["", _int8_verdict(metrics)]
+    if teacher_note:
+        lines += ["", teacher_note]
     if registry:
         lines += ["", f"Registered in MLflow as {registry}."]
     for caption, rel in figures.items():
@@ -261,6 +310,7 @@ def write_report(
     report_path: str | Path,
     figures_dir: str | Path,
     registry: str | None = None,
+    teacher_note: str | None = None,
 ) -> list[Path]:
     """Draw the figures into ``figures_dir`` and write ``report_path``; returns the figure paths."""
     report_path, figures_dir = Path(report_path), Path(figures_dir)
@@ -283,6 +333,6 @@ def write_report(
         )
     rel = {k: Path(os.path.relpath(p, report_path.parent)).as_posix() for k, p in drawn.items()}
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_markdown(metrics, targets, rel, registry))
+    report_path.write_text(render_markdown(metrics, targets, rel, registry, teacher_note))
     log.info("report: %s with %d figures in %s", report_path, len(drawn), figures_dir)
     return list(drawn.values())

@@ -20,7 +20,7 @@ def made(tmp_path):
     (teacher / "model.safetensors").write_bytes(b"weights v1")
     np.save(features / "train" / "x.npy", np.zeros((3, 1, 4, 4), np.float32))
     outputs = {"train": torch.arange(6.0).reshape(3, 2), "val": torch.ones(2, 2)}
-    key = teacher_cache.cache_key(teacher / "model.safetensors", features)
+    key = teacher_cache.cache_key(teacher, features)
     teacher_cache.save(teacher / "predictions", outputs, META, key)
     return teacher, features
 

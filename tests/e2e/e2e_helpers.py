@@ -41,11 +41,8 @@ def make_repo(dest: Path) -> Path:
     ).stdout.split()
     for f in files:
         src = ROOT / f
-        if (
-            src.is_file()
-            and not f.startswith(("data/", "models/", "reports/", "mlruns/"))
-            and f != "dvc.lock"
-        ):
+        output = f.startswith(("data/", "models/", "reports/", "mlruns/")) and not f.endswith(".gitignore")
+        if src.is_file() and not output and f != "dvc.lock":
             (dest / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / f)
     shutil.copy(ROOT / "tests" / "e2e" / "params_tiny.yaml", dest / "params.yaml")

@@ -60,7 +60,8 @@ def repo(tmp_path_factory) -> Path:
         ["git", "ls-files", "-co", "--exclude-standard"], cwd=root, capture_output=True, text=True, check=True
     ).stdout.split()
     for f in files:
-        if (root / f).is_file() and not f.startswith(("data/", "models/", "reports/", "mlruns/")):
+        output = f.startswith(("data/", "models/", "reports/", "mlruns/")) and not f.endswith(".gitignore")
+        if (root / f).is_file() and not output:
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(root / f, repo / f)
     (repo / "dvc.lock").unlink(missing_ok=True)

@@ -6,7 +6,7 @@ Layout of the features folder (memory-mappable ``.npy``, one array per split, no
     features/stats.json           per-mel-bin mean/std and per-target mean/std, from the train split only
     features/<split>/x.npy        float32 (N, 1, n_mels, frames), normalised
     features/<split>/y.npy        float32 (N, n_targets) raw targets, or int64 (N,) class indices
-    features/<split>/clips.csv    path and targets (or label) per row, in array order
+    features/<split>/clips.csv    path and targets (or label) [and group] per row, in array order
     features/unlabeled/           with data.unlabeled_manifest: x.npy and clips.csv (paths), no y.npy
 
 With ``audio.random_crop`` the train split keeps ``audio.crop_pool_s`` seconds per clip (more frames) and
@@ -147,7 +147,8 @@ def preprocess(
             if s == UNLABELED:  # no targets to store
                 pd.DataFrame({"path": paths_of[s]}).to_csv(tmp / s / "clips.csv", index=False)
                 continue
-            part = df.loc[df.split == s, ["path", *cols]]
+            # the group (e.g. speaker) goes along: fold teachers keep a group in one fold (teacher.folds)
+            part = df.loc[df.split == s, ["path", *cols, *(["group"] if "group" in df.columns else [])]]
             if regression:
                 y = part[cols].to_numpy(np.float32)
             else:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch.nn.functional import adaptive_avg_pool2d, layer_norm, mse_loss, normalize
 
-from audiokd.distill.losses import lookup, register
+from audiokd.distill.registry import lookup, register
 from audiokd.models.features import Inner
 
 

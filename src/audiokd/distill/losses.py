@@ -17,6 +17,8 @@
       ``kl`` means it too; ``mse`` matches logits (Ba & Caruana 2014); ``ccc`` is refused.
 - ``feature`` and ``attention``: see :mod:`audiokd.distill.feature_losses`.
 
+The registry itself is :mod:`audiokd.distill.registry`.
+
 Each term is returned under its own name so each can be logged (``train/hard_loss``, ...). A term whose weight
 is 0 is not computed at all.
 
@@ -29,40 +31,16 @@ with the w_i as frequency weights). Feature and attention terms cover every row,
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.nn.functional import cross_entropy, kl_div, log_softmax, mse_loss, softmax
 
 from audiokd.config import ConfigError
+from audiokd.distill.registry import REGISTRY, lookup, register
 from audiokd.distributed import global_sum
 from audiokd.metrics import ccc_loss
 from audiokd.tasks import Task
-
-REGISTRY: dict[str, dict[str, Callable[..., Any]]] = {"soft": {}, "feature": {}, "attention": {}}
-
-
-def register(kind: str, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Decorator: register a loss term (or a term's factory) as ``name`` under ``kind``."""
-
-    def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
-        REGISTRY[kind][name] = fn
-        return fn
-
-    return deco
-
-
-def lookup(kind: str, name: str) -> Callable[..., Any]:
-    """The registered ``kind`` term called ``name``; an unknown name lists the known ones."""
-    importlib.import_module("audiokd.distill.feature_losses")  # registers the feature and attention terms
-
-    try:
-        return REGISTRY[kind][name]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY.get(kind, {})))
-        raise ValueError(f"distill.{kind}_loss: unknown {name!r}; known: {known}") from None
 
 
 def hard_mse(student: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

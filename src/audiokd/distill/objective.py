@@ -33,6 +33,7 @@ from audiokd.models.features import (
 from audiokd.models.teacher import load_teacher
 from audiokd.models.teachers import family_of
 from audiokd.tasks import Task
+from audiokd.teaching.live import load_live
 from audiokd.training import Objective
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,8 @@ def build_objective(
         kd = KDLoss(
             cfg.alpha, cfg.temperature, cfg.soft_loss, task=task, unlabeled_weight=cfg.unlabeled_weight
         )
-        live = load_teacher(teacher_dir).to(device)
+        # one teacher, or an ensemble's members run together (audiokd.teaching.live.check_live allowed it)
+        live = load_live(teacher_dir, task or Task("regression", ())).to(device)
         live.requires_grad_(False)
 
         def augmented_objective(

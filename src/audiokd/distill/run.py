@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from audiokd import distributed
-from audiokd.augment import center_frames
+from audiokd.augment import center_frames, make_augment
 from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     AugmentConfig,
@@ -29,13 +29,17 @@ from audiokd.distill.unlabeled import budget, training_set
 from audiokd.export import INT8_FILE, ONNX_FILE, check_onnx, export_onnx, quantize_int8
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
-from audiokd.models import LogitsOnly, count_params
+from audiokd.models import LogitsOnly, count_params, save_labels
 from audiokd.models.student import build_student
-from audiokd.teacher_training import make_augment, save_labels
+from audiokd.teaching.live import augment_keys, check_live
 from audiokd.tracking import MetricBuffer, log_run_inputs, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
+
+
+def _as_list(v: object) -> list:
+    return list(v) if isinstance(v, list) else [v]
 
 
 def run_name(cfg: DistillConfig) -> str:
@@ -88,9 +92,10 @@ def distill(
         with_pool = teacher_dir is not None and (cfg.alpha < 1 or inner_on) and fs.count(UNLABELED) > 0
         train, labelled_rows = training_set(fs, with_pool)
         val = fs.split("val")
-        aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank)
-        if aug is not None:
-            aug.labelled_rows = labelled_rows
+        aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank, labelled_rows)
+        if teacher_dir is not None and (inner_on or (cfg.alpha < 1 and aug is not None)):
+            # an ensemble, fold teachers or a file of outputs may not run live: refuse before any training
+            check_live(teacher_dir, inner_on, augment_keys(augment, train.x.shape[-1] > fs.frames))
         use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
         splits = ("train", "val", UNLABELED) if with_pool else ("train", "val")
         cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta, splits) if use_cache else {}
@@ -146,13 +151,16 @@ def distill(
         if not d.main:  # the other ranks train their shards and write nothing
             fit(model, plan.objective, train, val, fs.task, settings, None, plan.extra_modules, aug, ckpt)
             return {}
+        many = teacher_meta.get("run_ids") or []  # several teachers: fold runs, or members (each maybe folds)
+        run_ids = [r for v in (many.values() if isinstance(many, dict) else many) for r in _as_list(v)]
         tags = {
             **({"teacher_run_id": str(teacher_meta["run_id"])} if teacher_meta.get("run_id") else {}),
+            **({"teacher_run_ids": ",".join(map(str, run_ids))} if run_ids else {}),
             "kd.terms": ",".join(plan.terms),
             "kd.teacher": "none" if teacher_dir is None else "live" if plan.live_teacher else "cached",
         }
         log.info("%s: student %s %.2fM parameters", stage, student.arch, n_params / 1e6)
-        if teacher_meta:
+        if teacher_meta.get("params"):  # unknown for outputs brought from a file
             log.info(
                 "teacher %.2fM parameters, %.1fx larger",
                 teacher_meta["params"] / 1e6,
@@ -206,7 +214,7 @@ def distill(
             }
             with atomic_dir(out_dir) as tmp:
                 model.save_pretrained(tmp)
-                save_labels(tmp, fs)
+                save_labels(tmp, fs.task)
                 meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
                 # the student for mobile runtimes: ONNX with a dynamic batch axis, checked against PyTorch
                 served = LogitsOnly(model).eval()

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 import torch
 from safetensors import SafetensorError, safe_open
 
-from audiokd.io import file_sha256
+from audiokd.io import file_sha256, write_json
 from audiokd.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -91,6 +91,12 @@ def head_kwargs(task: Task) -> dict[str, Any]:
         kwargs["id2label"] = dict(enumerate(task.names))
         kwargs["label2id"] = {n: i for i, n in enumerate(task.names)}
     return kwargs
+
+
+def save_labels(folder: Path, task: Task) -> None:
+    """Classification: the label -> index mapping beside a saved model (``labels.json``)."""
+    if task.kind == "classification":
+        write_json(folder / "labels.json", {"labels": list(task.names)})
 
 
 def count_params(model: torch.nn.Module) -> int:

@@ -1,0 +1,84 @@
+"""Distill with teachers that are not one model: live only where it can run, refused up front otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+
+from audiokd.config import (
+    AugmentConfig,
+    ConfigError,
+    DistillConfig,
+    EnsembleConfig,
+    StudentConfig,
+    TeacherConfig,
+)
+from audiokd.data.features import FeatureSet, clips_table
+from audiokd.distill import teacher_cache
+from audiokd.distill.run import distill
+from audiokd.io import write_json
+from audiokd.models import predict
+from audiokd.models.teacher import build_teacher
+from audiokd.teaching.ensemble import combine_members
+from audiokd.teaching.outputs import import_outputs
+from teacher_helpers import RUNTIME, SHAPE, TARGETS, TINY, TRACKING, data_config, make_features
+
+STUDENT = StudentConfig(hidden_sizes=(16, 16, 16), neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16), num_heads=2)
+KD = DistillConfig(alpha=0.5, epochs=1, batch_size=4)
+MIXUP = AugmentConfig(mixup_alpha=0.2)
+
+
+def _ensemble(workdir, features):
+    fs = FeatureSet.load(features)
+    for seed, name in enumerate(("a", "b")):
+        folder = workdir / "members" / name
+        torch.manual_seed(seed)
+        model = build_teacher(TINY, SHAPE, fs.task)
+        model.save_pretrained(folder)
+        outputs = {s: predict(model, fs.split(s).x) for s in ("train", "val", "test")}
+        key = teacher_cache.cache_key(folder, features)
+        teacher_cache.save(folder / "predictions", outputs, fs.meta, key)
+        write_json(folder / "meta.json", {"kind": "single", "run_id": None, "params": 1, "val_ccc_mean": 0})
+    out = workdir / "teacher"
+    combine_members(data_config(), EnsembleConfig(members={"a": {}, "b": {"seed": 1}}), features,
+                    workdir / "members", out)  # fmt: skip
+    return out
+
+
+def _distill(workdir, features, teacher, cfg=KD, augment=MIXUP):
+    return distill(
+        data_config(), STUDENT, cfg, TRACKING, RUNTIME, augment, features, teacher, workdir / "student"
+    )
+
+
+def test_a_file_of_outputs_cannot_run_live_under_augmentation(workdir):
+    features = make_features(workdir / "features")
+    csv = workdir / "outputs.csv"
+    rows = [clips_table(features, s)[["path", *TARGETS]] for s in ("train", "val")]
+    pd.concat(rows).to_csv(csv, index=False)
+    import_outputs(data_config(), TeacherConfig(outputs=str(csv)), features, workdir / "teacher")
+    with pytest.raises(ConfigError, match=r"^augment.mixup_alpha: augmented batches need the teacher run"):
+        _distill(workdir, features, workdir / "teacher")
+    assert not (workdir / "student").exists()
+
+
+def test_an_ensemble_cannot_give_hidden_layers(workdir):
+    features = make_features(workdir / "features")
+    teacher = _ensemble(workdir, features)
+    with pytest.raises(ConfigError, match=r"^distill.beta/distill.gamma > 0 compare hidden layers"):
+        _distill(workdir, features, teacher, dataclasses.replace(KD, beta=0.5), AugmentConfig())
+    assert not (workdir / "student").exists()
+
+
+@pytest.mark.slow
+def test_an_ensemble_runs_live_under_augmentation(workdir):
+    features = make_features(workdir / "features")
+    teacher = _ensemble(workdir, features)
+    meta = _distill(workdir, features, teacher)
+    run = mlflow.MlflowClient().get_run(meta["run_id"])
+    assert run.data.tags["kd.teacher"] == "live" and run.info.status == "FINISHED"
+    assert (workdir / "student" / "model.safetensors").is_file()
