@@ -97,6 +97,7 @@ def test_bad_files_get_one_error_line_each_and_exit_2(setup, capsys, tmp_path):
     ("extra", "message"),
     [
         (["--onnx"], "student/model.onnx: no ONNX model"),
+        (["--int8"], "student/model.int8.onnx: no ONNX model"),
         (["--features", "nowhere"], "error: nowhere/meta.json: not found"),
         (["--model", "nowhere"], "error: nowhere: no such folder"),
         (["--model", "models:/x@champion", "--onnx"], "--onnx reads model.onnx from a student folder"),

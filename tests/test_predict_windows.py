@@ -14,7 +14,7 @@ import torch
 
 from audiokd.cli import main
 from audiokd.config import AudioConfig, StudentConfig
-from audiokd.export import ONNX_FILE, export_onnx
+from audiokd.export import INT8_FILE, ONNX_FILE, TORCHSCRIPT_FILE, export_student
 from audiokd.models import LogitsOnly
 from audiokd.models.student import build_student
 from audiokd.predict import Preprocessor, load_model
@@ -44,7 +44,9 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     cfg = StudentConfig(arch="vit", vit_hidden_size=32, vit_layers=1, vit_intermediate_size=64, num_heads=2)
     student = build_student(cfg, tuple(SHAPE), Task("regression", ("arousal", "valence")))
     student.save_pretrained(root / "student")
-    export_onnx(LogitsOnly(student).eval(), torch.randn(1, *SHAPE), root / "student" / ONNX_FILE)
+    served = LogitsOnly(student).eval()
+    meta = export_student(served, torch.randn(4, *SHAPE), torch.randn(32, *SHAPE), SHAPE[2], root / "student")
+    (root / "student" / "meta.json").write_text(json.dumps({"input_shape": SHAPE, **meta}))
     rate = 22050  # another rate than the model's: windows are resampled spans of the file
     t = np.arange(30 * rate) / rate
     # the pitch rises over the file, so windows differ
@@ -163,10 +165,31 @@ def test_onnx_gives_the_pytorch_outputs_without_importing_torch(setup, tmp_path)
     [
         (["--window", "0"], "error: --window 0: give a positive number of seconds"),
         (["--hop", "-1"], "error: --hop -1: give a positive number of seconds"),
-        (["--int8"], "student/model.int8.onnx: no ONNX model"),
     ],
 )
-def test_bad_windows_and_missing_int8_file_are_one_line(setup, capsys, extra, message):
+def test_bad_windows_are_one_line(setup, capsys, extra, message):
     rc, out, err = _run(setup, capsys, str(setup["audio"] / "long.flac"), *extra)
     assert rc == 2 and out == ""
     assert message.removeprefix("error: ") in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_trace_int8_and_hf_weights_agree_and_a_changed_trace_is_refused(setup, capsys, tmp_path):
+    import shutil
+
+    folder = setup["student"]
+    assert {ONNX_FILE, INT8_FILE, TORCHSCRIPT_FILE} <= {p.name for p in folder.iterdir()}
+    prep = Preprocessor.load(setup["features"])
+    x = prep.features(setup["audio"] / "long.flac")
+    traced = load_model(str(folder), prep)(x)
+    int8 = load_model(str(folder), prep, int8=True)(x)
+    copy = tmp_path / "student"
+    shutil.copytree(folder, copy)
+    (copy / TORCHSCRIPT_FILE).unlink()  # without the trace: the transformers weights
+    np.testing.assert_allclose(traced, load_model(str(copy), prep)(x), atol=1e-5)
+    assert np.abs(int8 - traced).max() < 0.5 * np.abs(traced).max() + 1e-3
+    shutil.copy(folder / TORCHSCRIPT_FILE, copy / TORCHSCRIPT_FILE)
+    with open(copy / TORCHSCRIPT_FILE, "ab") as f:
+        f.write(b"\0")
+    args = ["predict", str(setup["audio"] / "long.flac"), "--model", str(copy)]
+    assert main([*args, "--features", str(setup["features"])]) == 2
+    assert "model.ts: content differs from the sha256 recorded in" in capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The deployable student: ONNX export (dynamic batch axis), checked against PyTorch, and its int8 version.
+"""The deployable student: ONNX export (dynamic batch axis), checked against PyTorch, its int8 version, and
+a TorchScript trace.
 
 ``model.onnx`` is one self-contained file (no external weights file, no exporter debug metadata).
 ``model.int8.onnx`` is its post-training quantization with ONNX Runtime: static, QDQ format, int8 weights
@@ -8,18 +9,26 @@ dynamic quantization (int8 weights, activation ranges computed per call) is the 
 quantization fails on the graph. Whether the int8 file is good enough to ship is decided by evaluate
 against ``export.int8_max_drop``.
 
+``model.ts`` is the student traced with ``torch.jit.trace``: the same operations and outputs as the
+Hugging Face model, loadable with torch alone, so ``audiokd predict`` without ``--onnx`` starts without
+importing ``transformers`` (about 3 s of CPU time on the 2-core machine).
+
 torch is imported inside the export functions only: the predict path imports this module for the file
 names and :func:`session_options` without paying for torch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from audiokd.io import file_sha256
 
 if TYPE_CHECKING:
     import onnxruntime
@@ -30,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_ABS_DIFF = 1e-4
 ONNX_FILE = "model.onnx"
 INT8_FILE = "model.int8.onnx"
+TORCHSCRIPT_FILE = "model.ts"
 CALIBRATION_CLIPS = 256  # train clips whose activation ranges calibrate the int8 model
 CALIBRATION_BATCH = 32
 
@@ -115,6 +125,41 @@ def check_onnx(model: torch.nn.Module, path: str | Path, x: torch.Tensor) -> flo
     return diff
 
 
+def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str | Path) -> Path:
+    """Trace ``model`` (taking one tensor) with ``example`` and save it to ``path``; any batch size runs."""
+    import warnings
+
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # shape checks become constants of the trace: right for the student's fixed input size
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(model.eval(), example)
+    torch.jit.save(traced, str(path))
+    return Path(path)
+
+
+def export_student(
+    model: torch.nn.Module, x: torch.Tensor, train_x: Any, frames: int, folder: str | Path
+) -> dict[str, Any]:
+    """Write the deployable files of ``model`` (outputs only) into ``folder``: ``model.onnx`` checked
+    against PyTorch on ``x`` (a few inputs), ``model.int8.onnx`` calibrated on ``train_x``, ``model.ts``
+    checked like the ONNX file. Returns the figures to record in ``meta.json``."""
+    import torch
+
+    folder = Path(folder)
+    onnx_path = export_onnx(model, x[:1], folder / ONNX_FILE)
+    meta: dict[str, Any] = {"onnx_max_abs_diff": check_onnx(model, onnx_path, x)}
+    meta["int8"] = quantize_int8(onnx_path, folder / INT8_FILE, train_x, frames)
+    traced = torch.jit.load(str(export_torchscript(model, x[:2], folder / TORCHSCRIPT_FILE)))
+    with torch.no_grad():
+        diff = float((traced(x) - model(x)).abs().max())
+    if not diff <= MAX_ABS_DIFF:
+        raise ExportError(f"{folder / TORCHSCRIPT_FILE}: the trace differs from PyTorch by {diff:.2e}")
+    meta["torchscript_sha256"] = file_sha256(folder / TORCHSCRIPT_FILE)  # predict loads only this file
+    return meta
+
+
 def calibration_inputs(x: Any, frames: int, clips: int = CALIBRATION_CLIPS) -> np.ndarray:
     """Up to ``clips`` inputs spread evenly over ``x`` (N, 1, n_mels, >= frames), centre-cropped to
     ``frames`` (train clips are wider with ``audio.random_crop``), as float32 NumPy."""
@@ -170,7 +215,8 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, x: Any, frames: i
     level = quant_log.level
     quant_log.setLevel(logging.ERROR)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
+        # the percentile calibrator prints its progress to stdout: keep it out of the stage's output
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             prepared = Path(tmp) / "prepared.onnx"
             quant_pre_process(str(onnx_path), str(prepared))  # shapes and fusions the quantizer needs
             method = None

@@ -8,8 +8,9 @@ normalised, run through the student and de-standardised back to target units. A 
 into windows (``window``/``hop`` seconds), each treated as one clip.
 
 Start-up matters for a command-line tool: this module imports NumPy, soundfile and SciPy's FFT only. The
-ONNX path adds onnxruntime and never imports torch; the PyTorch path imports torch and the one
-``transformers`` model family the student needs, the MLflow path mlflow.
+ONNX path adds onnxruntime and never imports torch; the PyTorch path imports torch and runs the student's
+TorchScript trace (``model.ts``, written by distill) or, without one, its ``transformers`` weights; the
+MLflow path imports mlflow.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import numpy as np
 from audiokd.config import AudioConfig
 from audiokd.data.audio import AudioError, AudioReader, fix_length
 from audiokd.data.frontend import frontend
-from audiokd.export import INT8_FILE, ONNX_FILE
-from audiokd.io import read_json
+from audiokd.export import INT8_FILE, ONNX_FILE, TORCHSCRIPT_FILE
+from audiokd.io import file_sha256, read_json
 
 log = logging.getLogger(__name__)
 
@@ -154,20 +155,33 @@ def _local_model(folder: Path, prep: Preprocessor) -> Model:
     if not (folder / "config.json").is_file():
         raise PredictError(f"{folder}: no trained student here (config.json missing); run `dvc repro` first")
     meta_path = folder / "meta.json"
-    if meta_path.is_file():
-        shape = read_json(meta_path).get("input_shape")
+    meta = read_json(meta_path) if meta_path.is_file() else {}
+    if meta:
+        shape = meta.get("input_shape")
         if shape and list(shape) != prep.shape:
             raise PredictError(
                 f"{folder}: the student takes inputs {shape} but the features give {prep.shape}; "
                 "rerun `dvc repro` so both come from the same params"
             )
     import torch
+
+    torch.set_flush_denormal(True)  # denormals cost ~100x on some CPUs (README: student latency)
+    trace = folder / TORCHSCRIPT_FILE
+    if trace.is_file() and meta.get("torchscript_sha256"):  # distill's trace: no transformers import
+        if file_sha256(trace) != meta["torchscript_sha256"]:
+            raise PredictError(f"{trace}: content differs from the sha256 recorded in {meta_path}")
+        traced = torch.jit.load(str(trace))
+
+        def run_traced(x: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return traced(torch.from_numpy(x)).numpy()
+
+        return run_traced
     from transformers.utils import logging as hf_logging
 
     from audiokd.models.student import load_student
 
     hf_logging.disable_progress_bar()  # a "Loading weights" bar per call would clutter the CLI's output
-    torch.set_flush_denormal(True)  # denormals cost ~100x on some CPUs (README: student latency)
     model = load_student(folder)
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -41,6 +41,8 @@ def test_every_stage_ran_and_every_output_exists(pipeline):
     assert np.load(repo / "data" / "features" / "unlabeled" / "x.npy").shape[0] == 16
     assert np.load(repo / "models" / "teacher" / "predictions" / "unlabeled.npy").shape == (16, 2)
     assert (repo / "models" / "student" / "model.onnx").is_file()
+    for f in ("model.onnx", "model.int8.onnx", "model.ts"):
+        assert (repo / "models" / "student" / f).is_file(), f
     assert json.loads((repo / "models" / "student" / "meta.json").read_text())["onnx_max_abs_diff"] <= 1e-4
     for model in ("teacher", "student", "student_no_kd"):
         for kind in ("history", "predictions"):
@@ -53,6 +55,7 @@ def test_metrics_follow_the_schema(pipeline):
         "teacher",
         "student",
         "student_no_kd",
+        "student_int8",
         "retention",
         "compression",
         "speedup",
@@ -62,6 +65,13 @@ def test_metrics_follow_the_schema(pipeline):
         "kd_gain_hi",
         "budget",
     }
+    int8 = m["student_int8"]
+    gate = {"drop", "max_drop", "deployable"}
+    assert set(int8) == MODEL_KEYS | gate | {"fp32_onnx_size_mb", "fp32_onnx_latency_ms"}
+    assert int8["drop"] == pytest.approx(m["student"]["ccc_mean"] - int8["ccc_mean"])
+    assert int8["max_drop"] == 0.01  # the default export.int8_max_drop
+    assert int8["deployable"] == (int8["drop"] <= 0.01)
+    assert int8["size_mb"] < int8["fp32_onnx_size_mb"] and int8["params"] == m["student"]["params"]
     for model in ("teacher", "student", "student_no_kd"):
         assert set(m[model]) == MODEL_KEYS
         assert set(m[model]["ccc"]) == {"arousal", "valence"}
@@ -86,7 +96,8 @@ def test_report_and_figures(pipeline):
     repo = pipeline.repo
     m = json.loads((repo / "reports" / "metrics.json").read_text())
     text = (repo / "reports" / "report.md").read_text()
-    assert "| | teacher | student (KD) | student without KD |" in text
+    assert "| | teacher | student (KD) | student without KD | student int8 (ONNX Runtime) |" in text
+    assert f"CCC drop {m['student_int8']['drop']:+.4f} against fp32" in text
     assert f"KD gain {m['kd_gain']:+.4f} CCC" in text
     assert f"| **CCC mean** | **{m['teacher']['ccc_mean']:.4f}** |" in text
     assert f"| parameters | {m['teacher']['params']:,} | {m['student']['params']:,} |" in text
@@ -132,6 +143,8 @@ def test_mlflow_runs_metric_names_and_model(pipeline):
     assert {"test/student_ccc_mean", "test/kd_gain", "test/student_no_kd_ccc_mean"} <= set(logged)
     ci = json.loads((repo / "reports" / "metrics.json").read_text())["kd_gain_ci95"]
     assert [logged["test/kd_gain_lo"], logged["test/kd_gain_hi"]] == pytest.approx(ci)
+    onnx = {a.path for a in client.list_artifacts(student.info.run_id, "onnx")}
+    assert onnx == {"onnx/model.onnx", "onnx/model.int8.onnx"}
     artifacts = {a.path for a in client.list_artifacts(student.info.run_id, "report/figures")}
     assert artifacts == {f"report/figures/{f}" for f in ("losses.png", "val_ccc.png", "scatter.png")}
 
@@ -158,6 +171,9 @@ def test_registry_candidate_then_promote_to_champion(pipeline):
     meta = json.loads((pipeline.repo / "models" / "student" / "meta.json").read_text())
     candidate = client.get_model_version_by_alias("audiokd-e2e-student", "candidate")
     assert candidate.run_id == meta["run_id"]
+    int8 = json.loads((pipeline.repo / "reports" / "metrics.json").read_text())["student_int8"]
+    shipped = "model.int8.onnx" if int8["deployable"] else "model.onnx"
+    assert candidate.tags["deploy.file"] == f"runs:/{meta['run_id']}/onnx/{shipped}"
     proc = pipeline.sh("audiokd", "promote")
     assert f"audiokd-e2e-student version {candidate.version} is now @champion" in proc.stdout
     assert client.get_model_version_by_alias("audiokd-e2e-student", "champion").version == candidate.version
@@ -181,6 +197,9 @@ def test_predict_wav_and_flac_from_folder_and_registry(pipeline, tmp_path):
     pipeline.sh("audiokd", "promote")
     registry = pipeline.sh("audiokd", "predict", "--model", "models:/audiokd-e2e-student@champion", *files)
     assert registry.stdout.splitlines() == local  # the registered model is the saved student
+    for flag in ("--onnx", "--int8"):
+        lines = pipeline.sh("audiokd", "predict", flag, *files).stdout.splitlines()
+        assert [line.split("  ")[0] for line in lines] == files
     missing = pipeline.sh("audiokd", "predict", "missing.wav", check=False)
     assert missing.returncode == 2 and "error: missing.wav: no such file" in missing.stderr.splitlines()
 

@@ -26,7 +26,7 @@ from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill import teacher_cache
 from audiokd.distill.objective import build_objective
 from audiokd.distill.unlabeled import budget, training_set
-from audiokd.export import INT8_FILE, ONNX_FILE, check_onnx, export_onnx, quantize_int8
+from audiokd.export import INT8_FILE, ONNX_FILE, export_student
 from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params, save_labels
@@ -216,11 +216,9 @@ def distill(
                 model.save_pretrained(tmp)
                 save_labels(tmp, fs.task)
                 meta["weights_sha256"] = file_sha256(tmp / "model.safetensors")
-                # the student for mobile runtimes: ONNX with a dynamic batch axis, checked against PyTorch
-                served = LogitsOnly(model).eval()
-                onnx_path = export_onnx(served, val.x[:1], tmp / ONNX_FILE)
-                meta["onnx_max_abs_diff"] = check_onnx(served, onnx_path, val.x[:4])
-                meta["int8"] = quantize_int8(onnx_path, tmp / INT8_FILE, train.x, fs.frames)
+                # the student for deployment: ONNX (fp32 checked against PyTorch, int8 calibrated on train),
+                # TorchScript (audiokd.export)
+                meta.update(export_student(LogitsOnly(model).eval(), val.x[:4], train.x, fs.frames, tmp))
                 pd.DataFrame(result.history).to_csv(tmp / "history.csv", index=False)
                 write_json(tmp / "meta.json", meta)
             mlflow.log_artifact(str(Path(out_dir) / ONNX_FILE), artifact_path="onnx")

@@ -22,7 +22,7 @@ from audiokd.config import ConfigError, TeacherConfig
 from audiokd.models import head_kwargs
 from audiokd.models.features import tokens_to_map
 from audiokd.models.teachers.registry import Family, Shape, register
-from audiokd.models.teachers.vit import set_head
+from audiokd.models.teachers.vit import check_fits, set_head
 from audiokd.tasks import Task
 
 SPECIAL_TOKENS = 2  # CLS and distillation
@@ -58,12 +58,8 @@ def grid(config: PretrainedConfig) -> tuple[int, int]:
 
 def build(cfg: TeacherConfig, shape: Shape, task: Task) -> ASTTeacher:
     """An AST built from ``cfg`` for our features: ``num_mel_bins`` = n_mels, ``max_length`` = frames."""
+    check_fits(cfg, shape)
     _, n_mels, frames = shape
-    if n_mels < cfg.patch_size or frames < cfg.patch_size:
-        raise ConfigError(
-            f"teacher.patch_size = {cfg.patch_size} is larger than the input "
-            f"({n_mels} mels x {frames} frames)"
-        )
     config = ASTConfig(
         hidden_size=cfg.hidden_size,
         num_hidden_layers=cfg.num_layers,
