@@ -30,6 +30,7 @@ from audiokd.interrupts import deferred
 from audiokd.models import predict
 from audiokd.tasks import Task
 from audiokd.tracking import MetricBuffer
+from audiokd.validation import constant_outputs, note_constant, recalibrate_batchnorm
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +134,17 @@ def _lr_lambda(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
 
 
 def evaluate_split(
-    model: torch.nn.Module, data: SplitData, task: Task, device: torch.device, d: Dist | None = None
+    model: torch.nn.Module,
+    data: SplitData,
+    task: Task,
+    device: torch.device,
+    d: Dist | None = None,
+    constant: list[str] | None = None,
 ) -> dict[str, float]:
     """``loss`` (the hard loss) and the task's quality metrics (``ccc_mean``, ``ccc_<target>`` or
     ``accuracy``, ``macro_f1``) on ``data``. Across processes each rank predicts its shard and the
-    predictions are gathered, so every rank computes the same metrics over the whole split."""
+    predictions are gathered, so every rank computes the same metrics over the whole split.
+    ``constant`` receives the names of outputs whose predictions did not vary (:mod:`audiokd.validation`)."""
     d = d or Dist()
     part = d.shard(len(data))
     if part.stop > part.start:
@@ -147,6 +154,8 @@ def evaluate_split(
     pred = d.gather(mine)
     out = {"loss": float(task.hard_loss(pred, data.y))}
     out.update(task.flat_quality(pred.numpy(), data.y.numpy()))
+    if constant is not None:
+        constant.extend(constant_outputs(task, pred.numpy()))
     return out
 
 
@@ -325,8 +334,12 @@ def fit(
                         **{k: f"{v:.4f}" for k, v in values.items() if k != "total"},
                     }
                 )
+        # eval-mode batch norm with statistics of the current weights, not the lagging running averages
+        recalibrate_batchnorm(model, train.x, s.device, val.x.shape[-1])
         d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
-        val_metrics = evaluate_split(model, val, task, s.device, d)
+        constant: list[str] = []
+        val_metrics = evaluate_split(model, val, task, s.device, d, constant)
+        note_constant(s.desc, epoch, task, constant, metrics, d.main)
         row = {
             "epoch": epoch,
             **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
