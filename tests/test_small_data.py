@@ -25,7 +25,7 @@ from audiokd.training import FitSettings, fit, seed_everything
 pytestmark = pytest.mark.slow
 
 CLIPS = 150
-EPOCHS = 16
+EPOCHS = 20
 CPU = torch.device("cpu")
 
 
