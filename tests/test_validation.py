@@ -94,6 +94,8 @@ def test_constant_message_is_one_line_naming_model_epoch_and_targets():
 def store(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("validation")  # not an experiment id another test left active in its own store
     yield mlflow.MlflowClient(tracking_uri=uri)
     while mlflow.active_run():
         mlflow.end_run()

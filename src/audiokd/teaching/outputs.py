@@ -104,6 +104,7 @@ def read_outputs(csv: str | Path, fs: FeatureSet, features_dir: str | Path) -> d
     out: dict[str, torch.Tensor] = {}
     absent: list[str] = []
     used = 0
+    required = [split for split in fs.meta["counts"] if split in REQUIRED]
     for split in fs.meta["counts"]:
         clips = clips_table(features_dir, split)["path"].astype(str).tolist()
         idx = _match(clips, rows, here)
@@ -128,7 +129,7 @@ def read_outputs(csv: str | Path, fs: FeatureSet, features_dir: str | Path) -> d
         used += len(clips)
     if absent:
         raise ConfigError(
-            f"teacher.outputs: {csv} has no row for {len(absent)} train/val/unlabeled clip(s), e.g. "
+            f"teacher.outputs: {csv} has no row for {len(absent)} {'/'.join(required)} clip(s), e.g. "
             f"{'; '.join(absent[:SHOWN])} (paths are read relative to the CSV's folder, like the manifest's)"
         )
     log.info("teacher.outputs: %s: %d of its %d rows used (%s)", csv, used, len(df), ", ".join(out))
