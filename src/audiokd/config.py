@@ -59,6 +59,8 @@ class SyntheticConfig:
     """The embedded synthetic set, written by the synthesize stage to ``data/embedded``."""
 
     clips: int = _f(1000, range=(30, 100_000))
+    train_clips: int = _f(0, range=(0, 100_000))
+    val_clips: int = _f(0, range=(0, 100_000))
     unlabeled_clips: int = _f(0, range=(0, 1_000_000))
     seed: int = _f(42, range=(0, 2**31 - 1))
     sample_rate: int = _f(22050, range=(4000, 96000))
@@ -353,6 +355,13 @@ def _cross_check(obj: Any, prefix: str) -> None:
             raise ConfigError(f"{prefix}: train + val + test must sum to 1, got {total:g}")
     if isinstance(obj, SyntheticConfig) and obj.min_duration_s > obj.max_duration_s:
         raise ConfigError(f"{prefix}.min_duration_s must not exceed {prefix}.max_duration_s")
+    if isinstance(obj, SyntheticConfig) and bool(obj.train_clips) != bool(obj.val_clips):
+        raise ConfigError(f"{prefix}.train_clips and {prefix}.val_clips: set both (> 0) or neither (0)")
+    if isinstance(obj, SyntheticConfig) and obj.train_clips and obj.train_clips + obj.val_clips >= obj.clips:
+        raise ConfigError(
+            f"{prefix}.train_clips + {prefix}.val_clips = {obj.train_clips + obj.val_clips} leaves no test "
+            f"clips of {prefix}.clips = {obj.clips}"
+        )
     if isinstance(obj, TeacherConfig):
         _check_teacher(obj, prefix)
     if isinstance(obj, TeacherConfig) and obj.folds >= 2 and obj.outputs:

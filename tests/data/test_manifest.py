@@ -152,6 +152,38 @@ def test_unknown_split_value(folder):
     _refused(_cfg(_write(root, df)), root / "prepared", "row 13: audio/c11.wav: unknown split 'holdout'")
 
 
+def test_rows_marked_unlabeled_are_the_pool_and_blank_splits_are_assigned(folder):
+    root, df = folder
+    df["split"] = [""] * 8 + ["test", "unlabeled", "unlabeled", "unlabeled"]
+    df.loc[9:, ["a", "b", "label"]] = np.nan  # the pool needs no targets
+    out = prepare(_cfg(_write(root, df), split=SplitConfig(0.5, 0.25, 0.25)), root / "prepared")
+    assert len(out) == 9 and set(out.split[:8]) == {"train", "val", "test"} and out.split[8] == "test"
+    assert list(out.split[:8]) == list(assign_splits(8, SplitConfig(0.5, 0.25, 0.25), 42))
+    pool = pd.read_csv(root / "prepared" / "unlabeled.csv")
+    assert [p.rsplit("/", 1)[-1] for p in pool.path] == ["c9.flac", "c10.wav", "c11.wav"]
+    summary = json.loads((root / "prepared" / "summary.json").read_text())
+    assert summary["unlabeled"] == 3 and summary["clips"] == 9
+
+
+def test_labelled_rows_still_need_targets_beside_unlabeled_ones(folder):
+    root, df = folder
+    df["split"] = ["train"] * 6 + ["val"] * 2 + ["test"] * 2 + ["unlabeled"] * 2
+    df.loc[10:, "a"] = np.nan
+    df.loc[3, "a"] = np.nan
+    msg = _refused(_cfg(_write(root, df)), root / "prepared", "row 5: audio/c3.flac: target 'a' is missing")
+    assert "c10" not in msg and "c11" not in msg
+
+
+def test_unknown_split_names_the_pool_value_too(folder):
+    root, df = folder
+    df["split"] = ["train"] * 6 + ["val"] * 3 + ["test"] * 2 + ["unlabelled"]
+    _refused(
+        _cfg(_write(root, df)),
+        root / "prepared",
+        "unknown split 'unlabelled'; use train, val, test, unlabeled",
+    )
+
+
 def test_duplicate_path(folder):
     root, df = folder
     df.loc[7, "path"] = df.loc[2, "path"]

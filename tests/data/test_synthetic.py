@@ -1,10 +1,13 @@
 """The embedded synthetic set: deterministic, real harmonic audio whose acoustics carry the targets."""
 
+import re
+
 import numpy as np
 import pandas as pd
+import pytest
 import soundfile as sf
 
-from audiokd.config import SyntheticConfig
+from audiokd.config import ConfigError, SyntheticConfig, build_section
 from audiokd.data.synthetic import generate, synth_clip
 
 
@@ -48,16 +51,40 @@ def test_generate_is_deterministic_and_writes_a_manifest(tmp_path):
     assert not a.equals(c)
 
 
-def test_unlabelled_clips_go_to_their_own_manifest_without_changing_the_labelled_set(tmp_path):
+def test_unlabelled_clips_follow_in_the_manifest_without_changing_the_labelled_set(tmp_path):
     cfg = SyntheticConfig(clips=30, seed=5, min_duration_s=0.3, max_duration_s=0.5)
     plain = generate(cfg, tmp_path / "plain")
-    assert not (tmp_path / "plain" / "unlabeled.csv").exists()  # unlabeled_clips 0: the set as before
+    assert "split" not in pd.read_csv(tmp_path / "plain" / "manifest.csv")  # no pool, no splits: as before
     with_pool = generate(SyntheticConfig(**{**cfg.__dict__, "unlabeled_clips": 8}), tmp_path / "pool")
-    pd.testing.assert_frame_equal(plain, with_pool)
+    pd.testing.assert_frame_equal(plain, with_pool.drop(columns="split"))
     assert (tmp_path / "plain" / "audio" / "clip_00029.wav").read_bytes() == (
         tmp_path / "pool" / "audio" / "clip_00029.wav"
     ).read_bytes()
-    pool = pd.read_csv(tmp_path / "pool" / "unlabeled.csv")
-    assert list(pool.columns) == ["path"] and len(pool) == 8  # the targets are nowhere
+    rows = pd.read_csv(tmp_path / "pool" / "manifest.csv", keep_default_na=False)
+    assert list(rows.split) == [""] * 30 + ["unlabeled"] * 8  # the labelled rows: split by data.split
+    pool = rows[rows.split == "unlabeled"]
+    assert (pool[["arousal", "valence"]] == "").all().all()  # the targets are nowhere
     assert all((tmp_path / "pool" / p).is_file() for p in pool.path)
-    assert sf.info(str(tmp_path / "pool" / pool.path[0])).samplerate == 22050
+    assert sf.info(str(tmp_path / "pool" / pool.path.iloc[0])).samplerate == 22050
+
+
+def test_train_and_val_clips_mark_the_split_in_the_manifest(tmp_path):
+    cfg = SyntheticConfig(clips=10, train_clips=3, val_clips=2, unlabeled_clips=4, min_duration_s=0.3)
+    generate(cfg, tmp_path / "set")
+    rows = pd.read_csv(tmp_path / "set" / "manifest.csv")
+    assert list(rows.split) == ["train"] * 3 + ["val"] * 2 + ["test"] * 5 + ["unlabeled"] * 4
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ({"train_clips": 5}, "synthetic.train_clips and synthetic.val_clips: set both"),
+        (
+            {"train_clips": 20, "val_clips": 10},
+            "synthetic.train_clips + synthetic.val_clips = 30 leaves no test",
+        ),
+    ],
+)
+def test_train_and_val_clips_are_checked_together(keys, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build_section(SyntheticConfig, {"clips": 30, **keys}, "synthetic")

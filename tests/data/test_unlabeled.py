@@ -19,6 +19,11 @@ def embedded(tmp_path):
     """The synthetic set with 30 labelled clips and an unlabelled pool of 12 beside it."""
     folder = tmp_path / "embedded"
     generate(SyntheticConfig(clips=30, unlabeled_clips=12, min_duration_s=0.4, max_duration_s=0.9), folder)
+    # synthesize marks its pool in the manifest (split "unlabeled"); here it goes to a file of its own
+    rows = pd.read_csv(folder / "manifest.csv")
+    pool = rows.split == "unlabeled"
+    rows.loc[pool, ["path"]].to_csv(folder / "unlabeled.csv", index=False)
+    rows.loc[~pool].drop(columns="split").to_csv(folder / "manifest.csv", index=False)
     return folder
 
 

@@ -2,7 +2,12 @@
 
 A manifest has one row per clip: ``path`` (relative to the manifest's folder, or absolute), the target
 columns (``data.targets``, regression) or the label column (``data.label_column``, classification),
-optional ``split`` (train/val/test) and optional ``group`` (e.g. speaker; no group spans two splits).
+optional ``split`` and optional ``group`` (e.g. speaker; no group spans two splits).
+
+``split`` is ``train``, ``val`` or ``test``, blank (that row is assigned by ``data.split``, like every row
+of a manifest without the column), or ``unlabeled``: a clip without targets, used like the clips of
+``data.unlabeled_manifest`` (teacher outputs only). So one manifest can carry its own unlabelled pool, and
+swapping the manifest swaps the pool with it (the embedded set works that way).
 
 Every problem is collected and reported together, one line each naming the file and row. With
 ``data.on_bad_clip: skip`` bad rows are dropped instead and listed with reasons in ``rejected.csv``.
@@ -28,7 +33,7 @@ from audiokd.data.clips import (
     rejected_rows,
     resolve_paths,
 )
-from audiokd.data.unlabeled import UNLABELED_FILE, read_unlabeled, unlabeled_path
+from audiokd.data.unlabeled import UNLABELED, UNLABELED_FILE, read_unlabeled, unlabeled_path
 from audiokd.io import atomic_dir, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -73,29 +78,42 @@ def _read_csv(mpath: Path, cfg: DataConfig) -> pd.DataFrame:
     return read_csv_manifest(mpath, [cfg.label_column], "data.manifest", "data.label_column")
 
 
+def _pool_rows(df: pd.DataFrame) -> np.ndarray:
+    """Mask of the rows whose ``split`` is ``unlabeled`` (none without a split column)."""
+    if "split" not in df.columns:
+        return np.zeros(len(df), dtype=bool)
+    return (df["split"].astype(str).str.strip() == UNLABELED).to_numpy()
+
+
 def _row_problems(df: pd.DataFrame, cfg: DataConfig, resolved: list[str]) -> dict[int, list[str]]:
     problems = path_problems(df, resolved)
+    labelled = ~_pool_rows(df)  # unlabelled rows have no targets to check
     if cfg.task == "regression":
         for t in cfg.targets:
             values = pd.to_numeric(df[t], errors="coerce")
-            for i in np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float))):
+            bad = ~np.isfinite(values.to_numpy(dtype=float)) & labelled
+            for i in np.flatnonzero(bad):
                 problems[i].append(f"target {t!r} is missing or not a finite number: {df[t].iloc[i]!r}")
     else:
         labels = df[cfg.label_column]
-        for i in np.flatnonzero(labels.isna().to_numpy()):
+        for i in np.flatnonzero(labels.isna().to_numpy() & labelled):
             problems[i].append(f"label {cfg.label_column!r} is missing")
         if cfg.labels:
             for i, v in enumerate(labels):
-                if not pd.isna(v) and str(v) not in cfg.labels:
+                if labelled[i] and not pd.isna(v) and str(v) not in cfg.labels:
                     problems[i].append(f"unknown label {v!r}; data.labels allows {', '.join(cfg.labels)}")
     if "split" in df.columns:
         for i, v in enumerate(df["split"]):
-            if v not in SPLITS:
-                problems[i].append(f"unknown split {v!r}; use train, val or test")
+            if not pd.isna(v) and str(v).strip() not in (*SPLITS, UNLABELED, ""):
+                problems[i].append(
+                    f"unknown split {v!r}; use train, val, test, {UNLABELED} or leave it blank"
+                )
     return {i: p for i, p in problems.items() if p}
 
 
-def _check_labelled(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[str], set[str]]:
+def _check_labelled(
+    cfg: DataConfig,
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, list[str], set[str]]:
     """The labelled manifest's usable rows, rejected rows, problem lines and every row's resolved path."""
     mpath = Path(cfg.manifest)
     df = _read_csv(mpath, cfg)
@@ -103,13 +121,19 @@ def _check_labelled(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame, list[s
     problems = _row_problems(df, cfg, resolved)
     good = df.drop(index=list(problems)).copy()
     good["path"] = [portable(Path(resolved[i])) for i in good.index]
+    pool = _pool_rows(good)
+    inline = good.loc[pool, ["path"]].reset_index(drop=True)  # the manifest's own unlabelled clips
+    good = good.loc[~pool].copy()
+    if "split" in good.columns:
+        good["split"] = [("" if pd.isna(v) else str(v).strip()) for v in good["split"]]
     if cfg.task == "regression":
         for t in cfg.targets:
             good[t] = pd.to_numeric(good[t]).astype(float)
     else:
         good[cfg.label_column] = good[cfg.label_column].astype(str)
     problem_lines = lines(df, problems, mpath)
-    return good.reset_index(drop=True), rejected_rows(df, problems, mpath), problem_lines, set(resolved)
+    labelled = {r for r, in_pool in zip(resolved, _pool_rows(df), strict=True) if not in_pool}
+    return good.reset_index(drop=True), inline, rejected_rows(df, problems, mpath), problem_lines, labelled
 
 
 def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -117,7 +141,7 @@ def read_manifest(cfg: DataConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     With ``on_bad_clip: error`` any problem raises :class:`ManifestError` listing all of them.
     """
-    good, rejected, problem_lines, _ = _check_labelled(cfg)
+    good, _, rejected, problem_lines, _ = _check_labelled(cfg)
     if problem_lines and cfg.on_bad_clip == "error":
         raise ManifestError("\n".join(problem_lines))
     return good, rejected
@@ -133,17 +157,22 @@ def _unseen_labels(df: pd.DataFrame, cfg: DataConfig) -> tuple[list[str], pd.Ser
 def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
     """Prepare stage: validate, split, write ``manifest.csv``, ``rejected.csv`` and ``summary.json``."""
     out_dir = Path(out_dir)
-    df, rejected, problem_lines, labelled = _check_labelled(cfg)
-    pool = None
+    df, inline, rejected, problem_lines, labelled = _check_labelled(cfg)
+    pool, sources = (inline, [str(Path(cfg.manifest))]) if len(inline) else (None, [])
     if cfg.unlabeled_manifest:  # checked now, so that every bad row of both manifests is reported together
-        pool, pool_rejected, pool_lines = read_unlabeled(cfg, labelled)
+        extra, pool_rejected, pool_lines = read_unlabeled(cfg, labelled)
+        pool = extra if pool is None else pd.concat([pool, extra], ignore_index=True).drop_duplicates("path")
+        sources.append(str(unlabeled_path(cfg)))
         rejected = pd.concat([rejected, pool_rejected], ignore_index=True)
         problem_lines += pool_lines
     if problem_lines and cfg.on_bad_clip == "error":
         raise ManifestError("\n".join(problem_lines))
     if "split" not in df.columns:
-        groups = df["group"] if "group" in df.columns else None
-        df["split"] = assign_splits(len(df), cfg.split, cfg.seed, groups)
+        df["split"] = ""
+    blank = (df["split"] == "").to_numpy()
+    if blank.any():  # rows without a split (all of them without the column): by data.split
+        groups = df.loc[blank, "group"] if "group" in df.columns else None
+        df.loc[blank, "split"] = assign_splits(int(blank.sum()), cfg.split, cfg.seed, groups)
     classes: list[str] = []
     if cfg.task == "classification":
         classes, unseen = _unseen_labels(df, cfg)
@@ -189,15 +218,15 @@ def prepare(cfg: DataConfig, out_dir: str | Path) -> pd.DataFrame:
             "classes": classes,
         }
         if pool is not None:
-            summary.update(unlabeled_source=str(unlabeled_path(cfg)), unlabeled=len(pool))
+            summary.update(unlabeled_source=" + ".join(sources), unlabeled=len(pool))
             if len(pool):
                 pool.to_csv(tmp / UNLABELED_FILE, index=False)
         write_json(tmp / "summary.json", summary)
     log.info("prepared %d clips from %s: %s", len(df), cfg.manifest, counts)
     if pool is not None:
-        log.info("prepared %d unlabelled clips from %s", len(pool), unlabeled_path(cfg))
+        log.info("prepared %d unlabelled clips from %s", len(pool), " + ".join(sources))
         if not len(pool):
-            log.warning("every clip of %s was skipped: no unlabelled clips", unlabeled_path(cfg))
+            log.warning("every clip of %s was skipped: no unlabelled clips", " + ".join(sources))
     return df
 
 

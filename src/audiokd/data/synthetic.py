@@ -108,21 +108,27 @@ def _write_clips(
 def generate(cfg: SyntheticConfig, out_dir: str | Path) -> pd.DataFrame:
     """Synthesize stage: write the clips under ``out_dir/audio`` and ``out_dir/manifest.csv``.
 
-    The manifest has ``path`` (relative to ``out_dir``) and the targets ``arousal`` and ``valence``; it has
-    no split column, so the prepare stage splits it like any user manifest. With ``cfg.unlabeled_clips``,
-    as many more clips of the same kind go to ``unlabeled.csv`` (a ``path`` column only: their targets are
-    not written anywhere), drawn from a second random stream, so the labelled clips do not depend on it.
-    Deterministic in ``cfg.seed``; the folder is replaced atomically. Returns the labelled manifest.
+    The manifest has ``path`` (relative to ``out_dir``) and the targets ``arousal`` and ``valence``. Without
+    ``cfg.train_clips`` it has no split column, so the prepare stage splits it like any user manifest; with
+    it, the first ``train_clips`` clips are marked ``train``, the next ``val_clips`` ``val`` and the rest
+    ``test`` (the clips are drawn independently, so this is a random split). With ``cfg.unlabeled_clips``,
+    as many more clips of the same kind follow with ``split`` ``unlabeled`` and no targets (they are not
+    written anywhere), drawn from a second random stream, so the labelled clips do not depend on them.
+    Deterministic in ``cfg.seed``; the folder is replaced atomically. Returns the labelled rows.
     """
     with atomic_dir(out_dir) as tmp:
         (tmp / "audio").mkdir()
         df = pd.DataFrame(_write_clips(np.random.default_rng(cfg.seed), cfg, tmp, cfg.clips, "clip"))
-        df.to_csv(tmp / "manifest.csv", index=False)
+        rows = df
+        if cfg.train_clips or cfg.unlabeled_clips:
+            split = ["train"] * cfg.train_clips + ["val"] * cfg.val_clips
+            df["split"] = (split + ["test"] * (cfg.clips - len(split))) if split else ""
         if cfg.unlabeled_clips:
             pool = _write_clips(
                 np.random.default_rng([cfg.seed, 1]), cfg, tmp, cfg.unlabeled_clips, "unlabeled"
             )
-            pd.DataFrame({"path": [r["path"] for r in pool]}).to_csv(tmp / "unlabeled.csv", index=False)
+            rows = pd.concat([df, pd.DataFrame({"path": [r["path"] for r in pool], "split": "unlabeled"})])
+        rows.to_csv(tmp / "manifest.csv", index=False)
     log.info(
         "synthesised %d labelled and %d unlabelled clips at %d Hz in %s",
         cfg.clips,
