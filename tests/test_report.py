@@ -124,12 +124,18 @@ def test_report_and_summary_read_the_verdict_from_the_interval(ci, verdict):
 def test_report_and_summary_say_what_each_student_trained_on():
     m = _metrics(no_kd=0.80)
     m["budget"] = {
-        "student": {"labelled_clips": 150, "unlabeled_clips": 550, "epochs": 30, "steps": 660},
-        "student_no_kd": {"labelled_clips": 150, "unlabeled_clips": 0, "epochs": 132, "steps": 660},
+        "student": {"labelled_clips": 150, "unlabeled_clips": 550, "epochs": 30, "passes": 1, "steps": 660},
+        "student_no_kd": {
+            "labelled_clips": 150,
+            "unlabeled_clips": 0,
+            "epochs": 30,
+            "passes": 5,
+            "steps": 720,
+        },
     }
     expected = (
         "Training: student (KD) 150 labelled + 550 unlabelled clips, 30 epochs, 660 steps; "
-        "student without KD 150 labelled clips, 132 epochs, 660 steps."
+        "student without KD 150 labelled clips, 30 epochs of 5 passes, 720 steps."
     )
     assert expected in render_markdown(m, TARGETS, {}).splitlines()
     assert summary(m).splitlines()[-1] == expected

@@ -234,7 +234,8 @@ def budget_lines(metrics: dict[str, Any]) -> list[str]:
         clips = f"{b['labelled_clips']} labelled" + (
             f" + {b['unlabeled_clips']} unlabelled" if b["unlabeled_clips"] else ""
         )
-        parts.append(f"{MODELS.get(name, name)} {clips} clips, {b['epochs']} epochs, {b['steps']} steps")
+        epochs = f"{b['epochs']} epochs" + (f" of {b['passes']} passes" if b.get("passes", 1) > 1 else "")
+        parts.append(f"{MODELS.get(name, name)} {clips} clips, {epochs}, {b['steps']} steps")
     return ["Training: " + "; ".join(parts) + "."]
 
 

@@ -57,6 +57,7 @@ class FitSettings:
     device: torch.device
     desc: str = "train"
     grad_clip: float = 1.0
+    passes: int = 1  # shuffled passes over the train rows per epoch (the no-KD baseline's matched budget)
     dist: Dist = field(default_factory=Dist)
     precision: str = "32"  # 32 | bf16 | 16: autocast dtype of forward and loss (see runtime.precision)
     num_workers: int = 0  # DataLoader worker processes that slice batches (0: the training process does)
@@ -76,6 +77,7 @@ def settings_from(
     lr: float,
     weight_decay: float,
     desc: str,
+    passes: int = 1,
 ) -> FitSettings:
     """FitSettings from a training section's values and the ``runtime`` section."""
     if str(runtime.precision) == "16" and device.type != "cuda":
@@ -88,6 +90,7 @@ def settings_from(
         seed=runtime.seed,
         device=device,
         desc=desc,
+        passes=passes,
         dist=d,
         precision=str(runtime.precision),
         num_workers=runtime.num_workers,
@@ -271,7 +274,8 @@ def fit(
         m.to(s.device).train()
         params += list(m.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    n = len(train)
+    rows = len(train)
+    n = rows * s.passes  # an epoch's samples: ``passes`` shuffled passes over the rows
     steps_per_epoch = epoch_steps(n, s.batch_size)
     total_steps = steps_per_epoch * s.epochs
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -301,7 +305,7 @@ def fit(
     loader = _Loader(train, s.num_workers, s.device, s.seed)
     for epoch in range(first_epoch, s.epochs + 1):
         net.train()
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.cat([torch.randperm(rows, generator=gen) for _ in range(s.passes)])
         batches = [
             d.batch_part(perm[b * s.batch_size : (b + 1) * s.batch_size if b < steps_per_epoch - 1 else n])
             for b in range(steps_per_epoch)

@@ -16,10 +16,10 @@ from audiokd.distill import teacher_cache
 from audiokd.distill.losses import KDLoss
 from audiokd.distill.objective import build_objective
 from audiokd.distill.teacher_cache import StaleCacheError
-from audiokd.distill.unlabeled import ConcatRows, budget, matched_epochs
+from audiokd.distill.unlabeled import ConcatRows, budget, matched_passes
 from audiokd.models.student import build_student
 from audiokd.tasks import Task
-from audiokd.training import fit
+from audiokd.training import epoch_steps, fit
 from fit_helpers import SETTINGS, SHAPE, TASK, TINY, tiny_data
 
 CLS = Task("classification", ("x", "y", "z"))
@@ -103,16 +103,37 @@ def test_budget_gives_the_baseline_at_least_the_distilled_students_steps():
         "labelled_clips": 150,
         "unlabeled_clips": 550,
         "epochs": 30,
+        "passes": 1,
         "steps": 660,
     }
-    epochs = matched_epochs(150, 550, 30, 32)
-    assert epochs == 132 and budget(150, 0, epochs, 32)["steps"] == 660
-    assert matched_epochs(150, 0, 30, 32) == 30  # no pool: the same budget as before
-    for labelled, pool, e, bs in [(24, 16, 2, 8), (7, 100, 3, 4), (33, 1, 5, 32)]:
+    passes = matched_passes(150, 550)
+    assert passes == 5 and budget(150, 0, 30, 32, passes)["steps"] == 720  # 750 clips an epoch: 24 steps
+    assert matched_passes(150, 0) == 1  # no pool: the same budget as before
+    for labelled, pool, e, bs in [(24, 16, 2, 8), (7, 100, 3, 4), (33, 1, 5, 32), (150, 700, 30, 32)]:
         assert (
-            budget(labelled, 0, matched_epochs(labelled, pool, e, bs), bs)["steps"]
+            budget(labelled, 0, e, bs, matched_passes(labelled, pool))["steps"]
             >= budget(labelled, pool, e, bs)["steps"]
         )
+
+
+def test_an_epoch_of_several_passes_visits_every_row_that_many_times():
+    """fit with passes=3: each epoch's batches cover each train row exactly 3 times."""
+    train, val = tiny_data()
+    seen: list[torch.Tensor] = []
+
+    def objective(net, x, y, idx):
+        seen.append(idx.clone())
+        hard = TASK.hard_loss(net(pixel_values=x).logits, y)
+        return {"hard": hard, "total": hard}
+
+    s = dataclasses.replace(SETTINGS, epochs=2, passes=3)
+    fit(build_student(TINY, SHAPE, TASK), objective, train, val, TASK, s)
+    n = len(train)
+    per_epoch = len(seen) // 2
+    assert per_epoch == epoch_steps(3 * n, s.batch_size) > epoch_steps(n, s.batch_size)
+    for e in range(2):
+        counts = torch.bincount(torch.cat(seen[e * per_epoch : (e + 1) * per_epoch]), minlength=n)
+        assert counts.tolist() == [3] * n
 
 
 def test_mixup_pairs_labelled_rows_with_labelled_ones_only():

@@ -84,11 +84,11 @@ def test_metrics_follow_the_schema(pipeline):
     lo, hi = m["kd_gain_ci95"]
     assert -2 <= lo <= hi <= 2  # (that it brackets kd_gain is a unit test's: 8 test clips are few here)
     assert [m["kd_gain_lo"], m["kd_gain_hi"]] == [lo, hi]
-    # 24 labelled + 16 unlabelled clips, batch 8: 5 steps an epoch, 2 epochs; the baseline's 24 clips take
-    # 3 steps an epoch, so it trains 4 epochs: at least as many steps
+    # 24 labelled + 16 unlabelled clips, batch 8: 5 steps an epoch, 2 epochs; the baseline makes 2 passes
+    # over its 24 clips an epoch (48 clips, 6 steps): at least as many steps in as many epochs
     assert m["budget"] == {
-        "student": {"labelled_clips": 24, "unlabeled_clips": 16, "epochs": 2, "steps": 10},
-        "student_no_kd": {"labelled_clips": 24, "unlabeled_clips": 0, "epochs": 4, "steps": 12},
+        "student": {"labelled_clips": 24, "unlabeled_clips": 16, "epochs": 2, "passes": 1, "steps": 10},
+        "student_no_kd": {"labelled_clips": 24, "unlabeled_clips": 0, "epochs": 2, "passes": 2, "steps": 12},
     }
 
 
@@ -108,7 +108,8 @@ def test_report_and_figures(pipeline):
     lo, hi = m["kd_gain_ci95"]
     verdict = "KD helps" if lo > 0 else "KD hurts" if hi < 0 else "cannot tell on this test set"
     assert f"95% CI [{lo:+.4f}, {hi:+.4f}]: {verdict}.**" in text
-    assert "Training: student (KD) 24 labelled + 16 unlabelled clips, 2 epochs, 10 steps;" in text
+    assert "Training: student (KD) 24 labelled + 16 unlabelled clips, 2 epochs, 10 steps; " in text
+    assert "student without KD 24 labelled clips, 2 epochs of 2 passes, 12 steps." in text
     summary = pipeline.sh("audiokd", "summary").stdout
     assert "student no-KD" in summary and f"KD gain {m['kd_gain']:+.4f}" in summary
     assert f": {verdict})" in summary
@@ -150,7 +151,7 @@ def test_mlflow_runs_metric_names_and_model(pipeline):
 
     # the no-KD baseline: same budget, no teacher, its own run
     assert no_kd.info.run_name == "baseline no-KD a=1 b=0 g=0"
-    assert no_kd.data.params["distill.alpha"] == "1.0" and no_kd.data.params["distill.epochs"] == "4"
+    assert no_kd.data.params["distill.alpha"] == "1.0" and no_kd.data.params["distill.epochs"] == "2"
     assert no_kd.data.params["budget.steps"] == "12" and no_kd.data.params["budget.unlabeled_clips"] == "0"
     assert no_kd.data.tags["kd.teacher"] == "none" and "teacher_run_id" not in no_kd.data.tags
     assert "test/student_ccc_mean" in client.get_run(no_kd.info.run_id).data.metrics

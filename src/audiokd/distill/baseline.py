@@ -2,9 +2,9 @@
 
 It reuses :func:`audiokd.distill.run.distill` with ``alpha = 1``, ``beta = gamma = 0`` and no teacher, so the
 only difference from the distilled student is the teacher's signal. Unlabelled clips are of no use without a
-teacher; when the features have them, the baseline trains more epochs over the labelled clips instead, at
-least as many optimizer steps as the distilled student takes over both
-(:func:`audiokd.distill.unlabeled.matched_epochs`), so that the KD gain is not a longer training.
+teacher; when the features have them, each of the baseline's epochs makes several passes over the labelled
+clips instead, so that it takes at least as many optimizer steps as the distilled student over both, in as
+many epochs (:func:`audiokd.distill.unlabeled.matched_passes`): the KD gain is not a longer training.
 ``baseline.enabled: false`` writes a marker folder instead (DVC needs the stage's output to exist):
 ``meta.json`` with ``"enabled": false``, which the evaluate stage reads as "no baseline" and then leaves
 ``student_no_kd`` and ``kd_gain`` out.
@@ -29,7 +29,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet
 from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill.run import distill
-from audiokd.distill.unlabeled import matched_epochs
+from audiokd.distill.unlabeled import matched_passes
 from audiokd.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,16 @@ def train_baseline(
             write_json(tmp / "meta.json", meta)
         return meta
     fs = FeatureSet.load(features_dir)
-    epochs = matched_epochs(fs.count("train"), fs.count(UNLABELED), cfg.epochs, cfg.batch_size)
-    if epochs != cfg.epochs:
+    passes = matched_passes(fs.count("train"), fs.count(UNLABELED))
+    if passes > 1:
         log.info(
-            "baseline: %d epochs over the labelled clips, at least the steps of distill's %d epochs over the "
-            "labelled and unlabelled clips",
-            epochs,
+            "baseline: %d epochs of %d passes over the %d labelled clips, at least the steps of distill's "
+            "epochs over the labelled and %d unlabelled clips",
             cfg.epochs,
+            passes,
+            fs.count("train"),
+            fs.count(UNLABELED),
         )
-    cfg = dataclasses.replace(cfg, epochs=epochs)
     return distill(
         data,
         student,
@@ -81,4 +82,5 @@ def train_baseline(
         out_dir,
         params_file,
         "baseline",
+        passes,
     )

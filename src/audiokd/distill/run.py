@@ -61,10 +61,12 @@ def distill(
     out_dir: str | Path,
     params_file: str | Path | None = None,
     stage: str = "distill",
+    passes: int = 1,
 ) -> dict:
     """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`),
     on the labelled clips and, when the features have them, the unlabelled ones
-    (:mod:`audiokd.distill.unlabeled`; ``meta.json`` records the ``budget``: clips, epochs, steps).
+    (:mod:`audiokd.distill.unlabeled`; ``meta.json`` records the ``budget``: clips, epochs, passes, steps).
+    ``passes``: shuffled passes over the training clips per epoch (the baseline's matched budget).
 
     For response-only KD without augmentation the teacher's outputs come from its cache (computed once by
     train_teacher), so each step runs one forward pass, the student's; feature/attention terms or augmentation
@@ -123,7 +125,8 @@ def distill(
             force_live=aug is not None,
             labelled_rows=labelled_rows,
         )
-        clips = budget(fs.count("train"), len(train) - fs.count("train"), cfg.epochs, cfg.batch_size)
+        labelled = fs.count("train")
+        clips = budget(labelled, len(train) - labelled, cfg.epochs, cfg.batch_size, passes)
 
         settings = settings_from(
             runtime,
@@ -134,6 +137,7 @@ def distill(
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
             desc=stage,
+            passes=passes,
         )
         params = {
             "data": section_to_dict(data),
@@ -168,11 +172,12 @@ def distill(
             )
         name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
         log.info(
-            "%s: %d labelled + %d unlabelled clips, %d epochs, %d steps",
+            "%s: %d labelled + %d unlabelled clips, %d epochs of %d pass(es), %d steps",
             stage,
             clips["labelled_clips"],
             clips["unlabeled_clips"],
             clips["epochs"],
+            clips["passes"],
             clips["steps"],
         )
         with stage_run(stage, tracking.experiment, name, params, tags, run_id=ckpt.run_id) as run:

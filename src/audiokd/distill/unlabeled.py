@@ -6,8 +6,9 @@
   the train split's size (:func:`audiokd.distill.objective.build_objective`), and the cached teacher
   outputs of both splits, concatenated in the same order, are indexed like the rows.
 - Budget: the no-KD baseline cannot learn from unlabelled clips, but it trains for at least as many
-  optimizer steps as the distilled student (more epochs over the labelled clips, :func:`matched_epochs`),
-  so that ``kd_gain`` is not a difference in training length. Both record their :func:`budget`.
+  optimizer steps as the distilled student, in as many epochs of several passes over the labelled clips
+  (:func:`matched_passes`), so that ``kd_gain`` is not a difference in training length. Both record their
+  :func:`budget`.
 """
 
 from __future__ import annotations
@@ -74,20 +75,23 @@ def training_set(fs: FeatureSet, with_unlabeled: bool) -> tuple[SplitData, int |
     return rows, len(train)
 
 
-def matched_epochs(labelled: int, unlabeled: int, epochs: int, batch_size: int) -> int:
-    """Epochs over ``labelled`` clips alone that take at least as many optimizer steps as ``epochs`` over
-    ``labelled + unlabeled`` clips at ``batch_size`` (``epochs`` itself without unlabelled clips)."""
-    if not unlabeled:
-        return epochs
-    kd_steps = epoch_steps(labelled + unlabeled, batch_size) * epochs
-    return math.ceil(kd_steps / epoch_steps(labelled, batch_size))
+def matched_passes(labelled: int, unlabeled: int) -> int:
+    """Passes over ``labelled`` clips per epoch that make an epoch at least as long as one over
+    ``labelled + unlabeled`` clips (so at least as many optimizer steps in as many epochs; 1 without a pool).
+
+    The no-KD baseline keeps distill's epochs (and so its validations, checkpoints and schedule shape) and
+    makes each epoch this many shuffled passes, rather than training many more, shorter epochs: with 150
+    labelled and 700 unlabelled clips that is 30 epochs of 6 passes, not 162 epochs, each validated."""
+    return math.ceil((labelled + unlabeled) / labelled) if unlabeled and labelled else 1
 
 
-def budget(labelled: int, unlabeled: int, epochs: int, batch_size: int) -> dict[str, int]:
-    """What a model trained on: clips with and without labels, epochs, optimizer steps (for meta.json)."""
+def budget(labelled: int, unlabeled: int, epochs: int, batch_size: int, passes: int = 1) -> dict[str, int]:
+    """What a model trained on: clips with and without labels, epochs, passes over them per epoch,
+    optimizer steps (for meta.json)."""
     return {
         "labelled_clips": labelled,
         "unlabeled_clips": unlabeled,
         "epochs": epochs,
-        "steps": epoch_steps(labelled + unlabeled, batch_size) * epochs,
+        "passes": passes,
+        "steps": epoch_steps((labelled + unlabeled) * passes, batch_size) * epochs,
     }
