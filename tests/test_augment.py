@@ -51,3 +51,7 @@ def test_cfg_active_flags(task):
     assert not AugmentConfig().active
     assert AugmentConfig(freq_mask=2).active and AugmentConfig(mixup_alpha=0.2).active
     assert not AugmentConfig(freq_mask=2, num_masks=0).active
+    both = AugmentConfig(freq_mask=2, time_mask=3, mixup_alpha=0.2)
+    assert both.for_students() == both  # students: true, the default
+    teacher_only = AugmentConfig(freq_mask=2, time_mask=3, mixup_alpha=0.2, students=False)
+    assert teacher_only.active and not teacher_only.for_students().active

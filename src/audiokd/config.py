@@ -100,12 +100,18 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Train-time augmentation for teacher and student; any of it on makes distill run the teacher live."""
+    """Train-time augmentation for the teacher and, with ``students``, the students too (then distill runs the
+    teacher live on the augmented batches)."""
 
     freq_mask: int = _f(0, range=(0, 512))
     time_mask: int = _f(0, range=(0, 10_000))
     num_masks: int = _f(2, range=(0, 16))
     mixup_alpha: float = _f(0.0, range=(0.0, 10.0))
+    students: bool = True
+
+    def for_students(self) -> AugmentConfig:
+        """What the students' batches get: this section, or no masks and no mixup without ``students``."""
+        return self if self.students else dataclasses.replace(self, freq_mask=0, time_mask=0, mixup_alpha=0.0)
 
     @property
     def active(self) -> bool:

@@ -34,9 +34,22 @@ def test_augmentation_runs_the_teacher_live(repo):
     assert len(runs) == 1 and runs[0].data.tags["kd.teacher"] == "live"
 
 
+def test_teacher_only_augmentation_keeps_the_cache(repo):
+    """augment.students false: the teacher trains augmented, distill reads its cached outputs."""
+    proc = run([DVC, "exp", "run", "-S", "augment.freq_mask=4", "-S", "augment.students=false"], repo)
+    assert ran(proc.stdout) == ["train_teacher", "distill", "baseline", "evaluate"]
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("audiokd-e2e")
+    runs = client.search_runs([exp.experiment_id], "params.`augment.students` = 'False'")
+    stages = {r.data.tags["stage"]: r for r in runs}
+    assert set(stages) >= {"train_teacher", "distill", "baseline"}
+    assert stages["distill"].data.tags["kd.teacher"] == "cached"
+
+
 def test_classification_manifest_outside_the_repo(repo, tmp_path):
     """A user's own CSV (string labels, audio beside it) through `dvc exp run -S data.manifest=...`."""
     embedded = pd.read_csv(repo / "data" / "embedded" / "manifest.csv")
+    embedded = embedded[embedded["split"] != "unlabeled"]  # the labelled clips (split blank here)
     data_dir = tmp_path / "my-data"
     data_dir.mkdir()
     for p in embedded["path"]:

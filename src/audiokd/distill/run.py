@@ -94,10 +94,11 @@ def distill(
         with_pool = teacher_dir is not None and (cfg.alpha < 1 or inner_on) and fs.count(UNLABELED) > 0
         train, labelled_rows = training_set(fs, with_pool)
         val = fs.split("val")
-        aug = make_augment(augment, fs, train.x.shape[-1], runtime.seed + d.rank, labelled_rows)
+        student_aug = augment.for_students()  # augment.students false: the teacher's alone
+        aug = make_augment(student_aug, fs, train.x.shape[-1], runtime.seed + d.rank, labelled_rows)
         if teacher_dir is not None and (inner_on or (cfg.alpha < 1 and aug is not None)):
             # an ensemble, fold teachers or a file of outputs may not run live: refuse before any training
-            check_live(teacher_dir, inner_on, augment_keys(augment, train.x.shape[-1] > fs.frames))
+            check_live(teacher_dir, inner_on, augment_keys(student_aug, train.x.shape[-1] > fs.frames))
         use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
         splits = ("train", "val", UNLABELED) if with_pool else ("train", "val")
         cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta, splits) if use_cache else {}
