@@ -28,6 +28,7 @@ from audiokd.data.features import SplitData
 from audiokd.distributed import Dist, wrap
 from audiokd.interrupts import deferred
 from audiokd.models import predict
+from audiokd.step_losses import StepLosses, global_means
 from audiokd.tasks import Task
 from audiokd.tracking import MetricBuffer
 from audiokd.validation import constant_outputs, note_constant, recalibrate_batchnorm
@@ -256,7 +257,10 @@ def fit(
     (``checkpoint.state``) is resumed: training continues at the next epoch and step as if never stopped.
 
     Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss`` and the task's
-    metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term.
+    metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term. The
+    terms stay on the device and reach the host every :data:`audiokd.step_losses.SYNC_EVERY` steps and at
+    the end of each epoch (:mod:`audiokd.step_losses`); a non-finite term stops training then, naming its
+    step, before the epoch's checkpoint is written.
 
     Across processes (``s.dist``, :mod:`audiokd.distributed`) every rank draws the same global batches and
     trains on its part of each; the loss is scaled by ``local / global`` batch size times the world size, so
@@ -307,6 +311,7 @@ def fit(
             for b in range(steps_per_epoch)
         ]
         sums: dict[str, float] = defaultdict(float)
+        losses = StepLosses()
         with tqdm(
             total=steps_per_epoch,
             desc=f"{s.desc} {epoch}/{s.epochs}",
@@ -320,17 +325,7 @@ def fit(
                     x, y = augment(x, y, idx)
                 with autocast():
                     terms = objective(net, x, y, idx)
-                values = _global_means(terms, len(idx), s, b, steps_per_epoch, n)
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
-                    if metrics is not None:  # the losses that led up to it, for the diagnosis
-                        with contextlib.suppress(Exception):
-                            metrics.flush()
-                    raise TrainingError(
-                        f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
-                        f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
-                    )
+                values = global_means(terms, len(idx), _global_size(s, b, steps_per_epoch, n), d)
                 opt.zero_grad(set_to_none=True)
                 total = terms["total"]
                 if d.on:  # so that DDP's average over ranks is the global batch's mean
@@ -343,17 +338,10 @@ def fit(
                 scaler.update()
                 sched.step()
                 step += 1
-                for k, v in values.items():
-                    sums[k] += v
-                if metrics is not None:
-                    metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+                losses.add(step, terms, values)
                 bar.update()
-                bar.set_postfix(
-                    {
-                        "loss": f"{values['total']:.4f}",
-                        **{k: f"{v:.4f}" for k, v in values.items() if k != "total"},
-                    }
-                )
+                if losses.due or b == steps_per_epoch - 1:  # the host copy: see audiokd.step_losses
+                    _take(losses.drain(), sums, metrics, bar, s.desc, epoch, checkpoint)
         # eval-mode batch norm with statistics of the current weights, not the lagging running averages
         recalibrate_batchnorm(model, train.x, s.device, val.x.shape[-1])
         d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
@@ -403,13 +391,33 @@ def _global_size(s: FitSettings, b: int, steps_per_epoch: int, n: int) -> int:
     return s.batch_size if b < steps_per_epoch - 1 else n - b * s.batch_size
 
 
-def _global_means(
-    terms: dict[str, torch.Tensor], local: int, s: FitSettings, b: int, steps_per_epoch: int, n: int
-) -> dict[str, float]:
-    """Each term's mean over the global batch (one all-reduce across processes; local values otherwise)."""
-    names = sorted(terms)
-    if not s.dist.on:
-        return {k: float(terms[k].detach()) for k in names}
-    v = torch.stack([terms[k].detach().float().cpu() * local for k in names])
-    v = s.dist.sum(v) / _global_size(s, b, steps_per_epoch, n)
-    return dict(zip(names, v.tolist(), strict=True))
+def _take(
+    rows: list[tuple[int, dict[str, float]]],
+    sums: dict[str, float],
+    metrics: MetricBuffer | None,
+    bar: tqdm,
+    desc: str,
+    epoch: int,
+    checkpoint: Checkpointer | None,
+) -> None:
+    """Check, sum, log (per step) and show the steps' loss terms that just reached the host."""
+    for step, values in rows:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
+            if metrics is not None:  # the losses that led up to it, for the diagnosis
+                with contextlib.suppress(Exception):
+                    metrics.flush()
+            raise TrainingError(
+                f"{desc}: non-finite loss at epoch {epoch}, step {step}: "
+                f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
+            )
+        for k, v in values.items():
+            sums[k] += v
+        if metrics is not None:
+            metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+    if rows:
+        last = rows[-1][1]
+        bar.set_postfix(
+            {"loss": f"{last['total']:.4f}", **{k: f"{v:.4f}" for k, v in last.items() if k != "total"}}
+        )
