@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -39,6 +40,7 @@ from audiokd.config import ConfigError, RuntimeConfig
 log = logging.getLogger(__name__)
 
 LAUNCHER_ARGS_ENV = "AUDIOKD_TORCHRUN_ARGS"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class Dist:
         parts: list[torch.Tensor | None] = [None] * self.world
         dist.all_gather_object(parts, t.cpu())
         return torch.cat([p for p in parts if p is not None])
+
+    def all_objects(self, obj: T) -> list[T]:
+        """Every rank's ``obj`` (picklable, e.g. CPU tensors and numbers) in rank order."""
+        if not self.on:
+            return [obj]
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, obj)
+        return parts
 
     def sync_buffers(self, model: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (batch-norm running statistics), e.g. before validation:

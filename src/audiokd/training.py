@@ -284,10 +284,13 @@ def fit(
     best = FitResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     step = 0
-    parts = TrainingParts(model, extra_modules, opt, sched, gen)
+    scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
+    aug_gen = getattr(augment, "gen", None)  # BatchAugment's own generator: resumed, not re-seeded
+    aug_gen = aug_gen if isinstance(aug_gen, torch.Generator) else None
+    parts = TrainingParts(model, extra_modules, opt, sched, gen, aug_gen, scaler)
     first_epoch = 1
     if checkpoint is not None and checkpoint.state is not None:
-        done = checkpoint.restore(parts)
+        done = checkpoint.restore(parts, d.rank)
         first_epoch, step, best_state = done.epoch + 1, done.step, done.best_state
         best = FitResult(done.best_epoch, done.best_score, done.history)
         if metrics is not None and done.pending_metrics:
@@ -301,7 +304,6 @@ def fit(
         dtype=_DTYPES.get(s.precision, torch.bfloat16),
         enabled=s.precision in _DTYPES,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
     loader = _Loader(train, s.num_workers, s.device, s.seed)
     for epoch in range(first_epoch, s.epochs + 1):
         net.train()
@@ -360,12 +362,14 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
+        # each rank's random states (dropout, augmentation differ by rank): a collective, so on every rank
+        rank_rng = d.all_objects(parts.rng()) if d.on and checkpoint is not None else None
         with deferred():  # Ctrl-C or SIGTERM waits for the checkpoint and the metrics to be written
             if checkpoint is not None and d.main:
                 # saved before the flush with the epoch's metrics in it: a kill in between loses none of them
                 done = LoopState(epoch, step, best.best_epoch, best.best_score, best_state, best.history)
                 done.pending_metrics = metrics.pending() if metrics is not None else None
-                checkpoint.save(done, parts, s.epochs)
+                checkpoint.save(done, parts, s.epochs, rank_rng)
             if metrics is not None:
                 metrics.flush()
         if d.main:
