@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from audiokd.distill.losses import hard_mse
 from audiokd.distributed import Dist
+from audiokd.models.student import build_student
 from audiokd.step_losses import global_means
+from audiokd.training import fit, seed_everything
+from fit_helpers import SETTINGS, SHAPE, TASK, TINY, tiny_data
 
 
 def _rank(rank: int, world: int, init: str, out: Path, fn: Callable[[Dist], Any]) -> None:
@@ -43,3 +48,21 @@ def reduce_terms(d: Dist) -> tuple[str, list[float]]:
     terms = {"total": torch.tensor(10.0 * (d.rank + 1)), "hard": torch.tensor(float(d.rank + 1))}
     v = global_means(terms, rows[d.rank], sum(rows), d)
     return str(v.device), v.tolist()
+
+
+def train_one_epoch(d: Dist) -> dict[str, list]:
+    """A 1-epoch DDP fit of the tiny student (dropout on): its initial and final weights and, per step,
+    a dropout mask drawn from the global RNG, as the model's dropout layers draw theirs."""
+    seed_everything(0)  # what every rank's stage process does before it builds the model
+    model = build_student(TINY, SHAPE, TASK)
+    initial = [p.detach().clone() for p in model.parameters()]
+    masks: list[list[float]] = []
+
+    def objective(net, x, y, idx):
+        masks.append(torch.nn.functional.dropout(torch.ones(16), 0.5).tolist())
+        hard = hard_mse(net(pixel_values=x).logits, y)
+        return {"hard": hard, "total": hard}
+
+    train, val = tiny_data()
+    fit(model, objective, train, val, TASK, dataclasses.replace(SETTINGS, epochs=1, dist=d))
+    return {"initial": initial, "final": [p.detach().clone() for p in model.parameters()], "masks": masks}

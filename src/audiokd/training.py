@@ -25,7 +25,7 @@ from tqdm import tqdm
 from audiokd.checkpoint import Checkpointer, LoopState, TrainingParts
 from audiokd.config import ConfigError, RuntimeConfig
 from audiokd.data.features import SplitData
-from audiokd.distributed import Dist, wrap
+from audiokd.distributed import Dist, plain_batchnorm, sync_batchnorm, wrap
 from audiokd.interrupts import deferred
 from audiokd.models import predict
 from audiokd.step_losses import StepLosses, global_means
@@ -270,6 +270,7 @@ def fit(
     d = s.dist
     gen = torch.Generator().manual_seed(s.seed)
     model.to(s.device)
+    synced = sync_batchnorm(model, d, s.device)  # global-batch statistics across CUDA processes
     params = list(model.parameters())
     for m in extra_modules:
         m.to(s.device).train()
@@ -295,7 +296,12 @@ def fit(
         best = FitResult(done.best_epoch, done.best_score, done.history)
         if metrics is not None and done.pending_metrics:
             metrics.replay(done.pending_metrics, "val/loss", done.epoch)
-    net = wrap(model, extra_modules, d, s.device)
+    net = wrap(model, extra_modules, d, s.device)  # DDP gives every rank rank 0's weights here
+    if d.on and first_epoch == 1:
+        # from here on each rank draws its own dropout masks: a shared seed would repeat one mask on every
+        # shard (augmentation has its own generator, seeded seed + rank by the stage). A resumed run got
+        # each rank's own states back from the checkpoint instead.
+        seed_everything(s.seed + d.rank)
     if s.compile:
         net = torch.compile(net)
     autocast = functools.partial(
@@ -386,6 +392,8 @@ def fit(
             )
     if best_state is not None:
         model.load_state_dict(best_state)
+    if synced:
+        plain_batchnorm(model)
     model.eval()
     return best
 
