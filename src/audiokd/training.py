@@ -28,6 +28,7 @@ from audiokd.data.features import SplitData
 from audiokd.distributed import Dist, plain_batchnorm, sync_batchnorm, wrap
 from audiokd.interrupts import deferred
 from audiokd.models import predict
+from audiokd.optim import adamw
 from audiokd.step_losses import StepLosses, global_means
 from audiokd.tasks import Task
 from audiokd.tracking import MetricBuffer
@@ -57,7 +58,7 @@ class FitSettings:
     seed: int
     device: torch.device
     desc: str = "train"
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm (teacher.grad_clip, distill.grad_clip); 0: off
     dist: Dist = field(default_factory=Dist)
     precision: str = "32"  # 32 | bf16 | 16: autocast dtype of forward and loss (see runtime.precision)
     num_workers: int = 0  # DataLoader worker processes that slice batches (0: the training process does)
@@ -77,6 +78,7 @@ def settings_from(
     lr: float,
     weight_decay: float,
     desc: str,
+    grad_clip: float = 1.0,
 ) -> FitSettings:
     """FitSettings from a training section's values and the ``runtime`` section."""
     if str(runtime.precision) == "16" and device.type != "cuda":
@@ -89,6 +91,7 @@ def settings_from(
         seed=runtime.seed,
         device=device,
         desc=desc,
+        grad_clip=grad_clip,
         dist=d,
         precision=str(runtime.precision),
         num_workers=runtime.num_workers,
@@ -275,7 +278,7 @@ def fit(
     for m in extra_modules:
         m.to(s.device).train()
         params += list(m.parameters())
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    opt = adamw((model, *extra_modules), s.lr, s.weight_decay)  # no decay on biases, norms, embeddings
     n = len(train)
     steps_per_epoch = epoch_steps(n, s.batch_size)
     total_steps = steps_per_epoch * s.epochs
