@@ -144,10 +144,9 @@ def test_kill_9_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo, pa
 
     log = open(repo.parent / f"{repo.name}-killed-{name}.log", "w")  # noqa: SIM115 - closed below
     # augment is a train_teacher param too: through DVC the teacher would retrain; run the stage itself
+    out = repo.parent / f"{repo.name}-resumed-{name}" if augment else repo / "models" / "student"
     rerun = (
-        [sys.executable, *DISTILL, "--out", "models/student"]
-        if augment
-        else [str(BIN / "dvc"), "repro", "distill"]
+        [sys.executable, *DISTILL, "--out", str(out)] if augment else [str(BIN / "dvc"), "repro", "distill"]
     )
     proc = subprocess.Popen(
         rerun,
@@ -165,13 +164,13 @@ def test_kill_9_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo, pa
     killed_after, run_id = state["epoch"], state["run_id"]
     assert 1 <= killed_after <= 4
     assert _client(repo).get_run(run_id).info.status == "RUNNING"  # kill -9 leaves no chance to say more
-    assert not (repo / "models" / "student").exists()
+    assert not out.exists()
 
     proc = _run(rerun, repo)
     output = proc.stdout + proc.stderr
     assert f"resuming from {CKPT} after epoch {killed_after}/4" in output
     assert f"continuing MLflow run {run_id}" in output
-    resumed = _outcome(repo, repo / "models" / "student")
+    resumed = _outcome(repo, out)
     assert not (repo / CKPT).exists()
 
     assert resumed["run_id"] == run_id and resumed["status"] == "FINISHED"
