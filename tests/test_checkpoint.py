@@ -85,6 +85,35 @@ def test_save_then_restore_gives_back_model_optimizer_scheduler_and_loop(tmp_pat
     assert "epoch 2" in again.where() and str(again.path) in again.where()
 
 
+def _scaler(scale: float) -> torch.amp.GradScaler:
+    """A GradScaler at ``scale`` (the CPU one: its state is the same as the CUDA one's)."""
+    scaler = torch.amp.GradScaler("cpu", init_scale=scale)
+    scaler.scale(torch.ones(()))  # the scale tensor exists from the first use on
+    return scaler
+
+
+def test_the_gradscaler_and_each_ranks_augmentation_generator_come_back(tmp_path):
+    parts = _parts(0)
+    parts.augment_generator = torch.Generator().manual_seed(7)
+    parts.scaler = _scaler(1024.0)
+    parts.scaler.update(new_scale=96.0)  # what a run of fp16 steps with overflows leaves
+    ranks = []
+    for rank in range(2):  # each rank's augmentation generator has drawn different numbers
+        torch.randint(0, 9, (rank + 3,), generator=parts.augment_generator)
+        ranks.append(parts.rng())
+    ckpt = Checkpointer("distill", {"params": "a"}, tmp_path)
+    ckpt.save(LoopState(1, 3, 1, 0.1, None), parts, 4, rank_rng=ranks)
+    for rank in range(2):
+        fresh = _parts(1)
+        fresh.augment_generator, fresh.scaler = torch.Generator().manual_seed(7), _scaler(1024.0)
+        again = Checkpointer("distill", {"params": "a"}, tmp_path)
+        assert again.load() is not None
+        again.restore(fresh, rank)
+        assert fresh.scaler.get_scale() == 96.0
+        assert torch.equal(fresh.augment_generator.get_state(), ranks[rank]["augment"])
+    assert not torch.equal(ranks[0]["augment"], ranks[1]["augment"])
+
+
 def test_checkpoint_of_other_params_is_set_aside_not_resumed(tmp_path, caplog):
     Checkpointer("distill", {"params": "a"}, tmp_path).save(LoopState(1, 3, 1, 0.1, None), _parts(), 4)
     saved = (tmp_path / "distill" / "last.pt").read_bytes()

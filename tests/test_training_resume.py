@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from audiokd.augment import BatchAugment
 from audiokd.checkpoint import Checkpointer
+from audiokd.config import AugmentConfig
 from audiokd.distill.losses import hard_mse
 from audiokd.models.student import build_student
 from audiokd.training import TrainingError, fit, seed_everything
@@ -29,11 +31,16 @@ class Objective:
         return {"hard": hard, "soft": soft, "total": hard + soft}
 
 
-def _run(objective: Objective, ckpt: Checkpointer | None = None):
+# SpecAugment frequency masks and mixup: both draw from the augmentation's own generator
+AUGMENT = AugmentConfig(freq_mask=8, mixup_alpha=0.2)
+
+
+def _run(objective: Objective, ckpt: Checkpointer | None = None, augment: AugmentConfig | None = None):
     seed_everything(0)  # what a fresh stage process does before it builds the model
     model = build_student(TINY, SHAPE, TASK)
     train, val = tiny_data()
-    result = fit(model, objective, train, val, TASK, SETTINGS, checkpoint=ckpt)
+    aug = BatchAugment(augment, TASK, SHAPE[-1], seed=0) if augment is not None else None
+    result = fit(model, objective, train, val, TASK, SETTINGS, checkpoint=ckpt, augment=aug)
     return result, {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -42,19 +49,20 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 @pytest.mark.slow
-def test_two_clean_runs_are_identical_and_a_resumed_run_matches_them(tmp_path):
-    first, w1 = _run(Objective())
-    second, w2 = _run(Objective())
+@pytest.mark.parametrize("augment", [None, AUGMENT], ids=["plain", "freq_mask-mixup"])
+def test_two_clean_runs_are_identical_and_a_resumed_run_matches_them(tmp_path, augment):
+    first, w1 = _run(Objective(), augment=augment)
+    second, w2 = _run(Objective(), augment=augment)
     assert first.history == second.history and _same(w1, w2)
 
     ckpt = Checkpointer("teacher", {"params": "p"}, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        _run(Objective(stop_at=8), ckpt)  # Ctrl-C in the 2nd step of epoch 3 (3 steps per epoch)
+        _run(Objective(stop_at=8), ckpt, augment)  # Ctrl-C in the 2nd step of epoch 3 (3 steps per epoch)
     assert ckpt.saved_epoch == 2
 
     resumed_ckpt = Checkpointer("teacher", {"params": "p"}, tmp_path)
     assert resumed_ckpt.load() is not None
-    resumed, w3 = _run(Objective(), resumed_ckpt)
+    resumed, w3 = _run(Objective(), resumed_ckpt, augment)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == first.history
     assert (resumed.best_epoch, resumed.best_score) == (first.best_epoch, first.best_score)

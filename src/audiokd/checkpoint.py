@@ -33,7 +33,7 @@ from audiokd.io import tree_sha256
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2  # 2: per-rank RNG states, the augmentation generator and the GradScaler
 ROOT_ENV = "AUDIOKD_CHECKPOINT_DIR"
 DEFAULT_ROOT = Path(".checkpoints")
 
@@ -60,8 +60,9 @@ def fingerprint(parts: Mapping[str, str]) -> str:
     return hashlib.sha256(json.dumps(dict(parts), sort_keys=True).encode()).hexdigest()
 
 
-def capture_rng(gen: torch.Generator) -> dict[str, Any]:
-    """The state of every random generator training draws from: Python, NumPy, torch (CPU, CUDA), ``gen``."""
+def capture_rng(gen: torch.Generator, augment: torch.Generator | None = None) -> dict[str, Any]:
+    """The state of every random generator training draws from: Python, NumPy, torch (CPU, CUDA), ``gen``
+    (batch order) and ``augment`` (the augmentation's own generator, when there is one)."""
     version, mt, gauss = random.getstate()
     key, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
     return {
@@ -70,10 +71,13 @@ def capture_rng(gen: torch.Generator) -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "generator": gen.get_state(),
+        "augment": augment.get_state() if augment is not None else None,
     }
 
 
-def restore_rng(state: Mapping[str, Any], gen: torch.Generator) -> None:
+def restore_rng(
+    state: Mapping[str, Any], gen: torch.Generator, augment: torch.Generator | None = None
+) -> None:
     """Put back what :func:`capture_rng` recorded."""
     version, mt, gauss = state["python"]
     random.setstate((version, tuple(mt), gauss))
@@ -83,6 +87,8 @@ def restore_rng(state: Mapping[str, Any], gen: torch.Generator) -> None:
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
     gen.set_state(state["generator"])
+    if augment is not None and state.get("augment") is not None:
+        augment.set_state(state["augment"])
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -127,6 +133,12 @@ class TrainingParts:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
+    augment_generator: torch.Generator | None = None  # the batch augmentation's (audiokd.augment)
+    scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling: its scale and growth tracker
+
+    def rng(self) -> dict[str, Any]:
+        """This process's random generator states (:func:`capture_rng`)."""
+        return capture_rng(self.generator, self.augment_generator)
 
 
 class Checkpointer:
@@ -218,8 +230,18 @@ class Checkpointer:
         os.replace(self.path, aside)
         return aside
 
-    def save(self, loop: LoopState, parts: TrainingParts, epochs: int) -> None:
-        """Write the loop state atomically; a failed write (e.g. disk full) is logged, training goes on."""
+    def save(
+        self,
+        loop: LoopState,
+        parts: TrainingParts,
+        epochs: int,
+        rank_rng: list[dict[str, Any]] | None = None,
+    ) -> None:
+        """Write the loop state atomically; a failed write (e.g. disk full) is logged, training goes on.
+
+        ``rank_rng``: every rank's :meth:`TrainingParts.rng` in rank order (several processes, whose dropout
+        and augmentation draw different numbers); each rank resumes its own.
+        """
         state = {
             "format": FORMAT,
             "stage": self.stage,
@@ -238,7 +260,9 @@ class Checkpointer:
             "extra_modules": [m.state_dict() for m in parts.extra_modules],
             "optimizer": parts.optimizer.state_dict(),
             "scheduler": parts.scheduler.state_dict(),
-            "rng": capture_rng(parts.generator),
+            "rng": parts.rng(),
+            "rank_rng": rank_rng or [],
+            "scaler": parts.scaler.state_dict() if parts.scaler is not None else {},
         }
         try:
             _atomic_save(state, self.path)
@@ -253,8 +277,9 @@ class Checkpointer:
             return
         self.saved_epoch = loop.epoch
 
-    def restore(self, parts: TrainingParts) -> LoopState:
-        """Load the verified checkpoint into the model, optimizer, scheduler and generators."""
+    def restore(self, parts: TrainingParts, rank: int = 0) -> LoopState:
+        """Load the verified checkpoint into the model, optimizer, scheduler, GradScaler and generators
+        (``rank``'s own random states where the checkpoint has one per rank)."""
         if self.state is None:
             raise CheckpointError(f"{self.path}: nothing loaded to restore")
         s = self.state
@@ -264,7 +289,11 @@ class Checkpointer:
                 module.load_state_dict(sd)
             parts.optimizer.load_state_dict(s["optimizer"])
             parts.scheduler.load_state_dict(s["scheduler"])
-            restore_rng(s["rng"], parts.generator)
+            ranks = s["rank_rng"]
+            rng = ranks[rank] if rank < len(ranks) else s["rng"]
+            restore_rng(rng, parts.generator, parts.augment_generator)
+            if parts.scaler is not None and s["scaler"]:
+                parts.scaler.load_state_dict(s["scaler"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             aside = self.set_aside()
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -39,6 +40,7 @@ from audiokd.config import ConfigError, RuntimeConfig
 log = logging.getLogger(__name__)
 
 LAUNCHER_ARGS_ENV = "AUDIOKD_TORCHRUN_ARGS"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,14 @@ class Dist:
         parts: list[torch.Tensor | None] = [None] * self.world
         dist.all_gather_object(parts, t.cpu())
         return torch.cat([p for p in parts if p is not None])
+
+    def all_objects(self, obj: T) -> list[T]:
+        """Every rank's ``obj`` (picklable, e.g. CPU tensors and numbers) in rank order."""
+        if not self.on:
+            return [obj]
+        parts: list[Any] = [None] * self.world
+        dist.all_gather_object(parts, obj)
+        return parts
 
     def sync_buffers(self, model: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (batch-norm running statistics), e.g. before validation:
@@ -211,6 +221,36 @@ def wrap(
     joint = Joint(model, extra) if extra else model
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(joint, device_ids=ids)
+
+
+def sync_batchnorm(model: torch.nn.Module, d: Dist, device: torch.device) -> bool:
+    """Turn ``model``'s batch-norm layers into ``SyncBatchNorm`` (in place) across CUDA processes.
+
+    Each rank sees ``batch_size / world`` clips; per-rank batch statistics are noisier than those of the
+    global batch, and the running averages differ by rank. SyncBatchNorm computes them over the global
+    batch. PyTorch implements it for accelerators only, so CPU (gloo) runs keep per-rank statistics
+    (README, "Scaling out"). Returns whether anything was converted; :func:`plain_batchnorm` undoes it.
+    """
+    if not d.on or device.type != "cuda":
+        return False
+    for name, child in list(model.named_children()):  # in place: the caller keeps its model object
+        setattr(model, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
+    return any(isinstance(m, torch.nn.SyncBatchNorm) for m in model.modules())
+
+
+def plain_batchnorm(model: torch.nn.Module) -> None:
+    """Replace every ``SyncBatchNorm`` in ``model`` by the ``BatchNorm2d`` it was (same parameters and
+    buffers), so that the trained model saves, exports and runs like one never trained across processes."""
+    for name, child in list(model.named_children()):
+        if isinstance(child, torch.nn.SyncBatchNorm):
+            plain = torch.nn.BatchNorm2d(
+                child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats
+            )
+            plain.load_state_dict(child.state_dict())
+            plain.train(child.training)
+            setattr(model, name, plain.to(next(iter(child.state_dict().values())).device))
+        else:
+            plain_batchnorm(child)
 
 
 def unwrap(net: torch.nn.Module) -> torch.nn.Module:

@@ -155,6 +155,7 @@ def _fit(
         batch_size=job.teacher.batch_size,
         lr=job.teacher.lr,
         weight_decay=job.teacher.weight_decay,
+        grad_clip=job.teacher.grad_clip,
         desc=label,
     )
     aug = make_augment(job.augment, fs, train.x.shape[-1], job.runtime.seed + job.d.rank)

@@ -25,9 +25,11 @@ from tqdm import tqdm
 from audiokd.checkpoint import Checkpointer, LoopState, TrainingParts
 from audiokd.config import ConfigError, RuntimeConfig
 from audiokd.data.features import SplitData
-from audiokd.distributed import Dist, wrap
+from audiokd.distributed import Dist, plain_batchnorm, sync_batchnorm, wrap
 from audiokd.interrupts import deferred
 from audiokd.models import predict
+from audiokd.optim import adamw
+from audiokd.step_losses import StepLosses, global_means
 from audiokd.tasks import Task
 from audiokd.tracking import MetricBuffer
 from audiokd.validation import constant_outputs, note_constant, recalibrate_batchnorm
@@ -56,7 +58,7 @@ class FitSettings:
     seed: int
     device: torch.device
     desc: str = "train"
-    grad_clip: float = 1.0
+    grad_clip: float = 1.0  # max global gradient norm (teacher.grad_clip, distill.grad_clip); 0: off
     passes: int = 1  # shuffled passes over the train rows per epoch (the no-KD baseline's matched budget)
     dist: Dist = field(default_factory=Dist)
     precision: str = "32"  # 32 | bf16 | 16: autocast dtype of forward and loss (see runtime.precision)
@@ -77,6 +79,7 @@ def settings_from(
     lr: float,
     weight_decay: float,
     desc: str,
+    grad_clip: float = 1.0,
     passes: int = 1,
 ) -> FitSettings:
     """FitSettings from a training section's values and the ``runtime`` section."""
@@ -90,6 +93,7 @@ def settings_from(
         seed=runtime.seed,
         device=device,
         desc=desc,
+        grad_clip=grad_clip,
         passes=passes,
         dist=d,
         precision=str(runtime.precision),
@@ -259,7 +263,10 @@ def fit(
     (``checkpoint.state``) is resumed: training continues at the next epoch and step as if never stopped.
 
     Per step, each loss term is recorded as ``train/<term>_loss``; per epoch ``val/loss`` and the task's
-    metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term.
+    metrics (``val/ccc_mean``... or ``val/accuracy``...). A tqdm bar per epoch shows every loss term. The
+    terms stay on the device and reach the host every :data:`audiokd.step_losses.SYNC_EVERY` steps and at
+    the end of each epoch (:mod:`audiokd.step_losses`); a non-finite term stops training then, naming its
+    step, before the epoch's checkpoint is written.
 
     Across processes (``s.dist``, :mod:`audiokd.distributed`) every rank draws the same global batches and
     trains on its part of each; the loss is scaled by ``local / global`` batch size times the world size, so
@@ -269,11 +276,12 @@ def fit(
     d = s.dist
     gen = torch.Generator().manual_seed(s.seed)
     model.to(s.device)
+    synced = sync_batchnorm(model, d, s.device)  # global-batch statistics across CUDA processes
     params = list(model.parameters())
     for m in extra_modules:
         m.to(s.device).train()
         params += list(m.parameters())
-    opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
+    opt = adamw((model, *extra_modules), s.lr, s.weight_decay)  # no decay on biases, norms, embeddings
     rows = len(train)
     n = rows * s.passes  # an epoch's samples: ``passes`` shuffled passes over the rows
     steps_per_epoch = epoch_steps(n, s.batch_size)
@@ -284,15 +292,23 @@ def fit(
     best = FitResult(best_epoch=0, best_score=-math.inf)
     best_state: dict[str, torch.Tensor] | None = None
     step = 0
-    parts = TrainingParts(model, extra_modules, opt, sched, gen)
+    scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
+    aug_gen = getattr(augment, "gen", None)  # BatchAugment's own generator: resumed, not re-seeded
+    aug_gen = aug_gen if isinstance(aug_gen, torch.Generator) else None
+    parts = TrainingParts(model, extra_modules, opt, sched, gen, aug_gen, scaler)
     first_epoch = 1
     if checkpoint is not None and checkpoint.state is not None:
-        done = checkpoint.restore(parts)
+        done = checkpoint.restore(parts, d.rank)
         first_epoch, step, best_state = done.epoch + 1, done.step, done.best_state
         best = FitResult(done.best_epoch, done.best_score, done.history)
         if metrics is not None and done.pending_metrics:
             metrics.replay(done.pending_metrics, "val/loss", done.epoch)
-    net = wrap(model, extra_modules, d, s.device)
+    net = wrap(model, extra_modules, d, s.device)  # DDP gives every rank rank 0's weights here
+    if d.on and first_epoch == 1:
+        # from here on each rank draws its own dropout masks: a shared seed would repeat one mask on every
+        # shard (augmentation has its own generator, seeded seed + rank by the stage). A resumed run got
+        # each rank's own states back from the checkpoint instead.
+        seed_everything(s.seed + d.rank)
     if s.compile:
         net = torch.compile(net)
     autocast = functools.partial(
@@ -301,7 +317,6 @@ def fit(
         dtype=_DTYPES.get(s.precision, torch.bfloat16),
         enabled=s.precision in _DTYPES,
     )
-    scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
     loader = _Loader(train, s.num_workers, s.device, s.seed)
     for epoch in range(first_epoch, s.epochs + 1):
         net.train()
@@ -311,6 +326,7 @@ def fit(
             for b in range(steps_per_epoch)
         ]
         sums: dict[str, float] = defaultdict(float)
+        losses = StepLosses()
         with tqdm(
             total=steps_per_epoch,
             desc=f"{s.desc} {epoch}/{s.epochs}",
@@ -324,17 +340,7 @@ def fit(
                     x, y = augment(x, y, idx)
                 with autocast():
                     terms = objective(net, x, y, idx)
-                values = _global_means(terms, len(idx), s, b, steps_per_epoch, n)
-                bad = [k for k, v in values.items() if not math.isfinite(v)]
-                if bad:
-                    kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
-                    if metrics is not None:  # the losses that led up to it, for the diagnosis
-                        with contextlib.suppress(Exception):
-                            metrics.flush()
-                    raise TrainingError(
-                        f"{s.desc}: non-finite loss at epoch {epoch}, step {step + 1}: "
-                        f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
-                    )
+                values = global_means(terms, len(idx), _global_size(s, b, steps_per_epoch, n), d)
                 opt.zero_grad(set_to_none=True)
                 total = terms["total"]
                 if d.on:  # so that DDP's average over ranks is the global batch's mean
@@ -347,17 +353,10 @@ def fit(
                 scaler.update()
                 sched.step()
                 step += 1
-                for k, v in values.items():
-                    sums[k] += v
-                if metrics is not None:
-                    metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+                losses.add(step, terms, values)
                 bar.update()
-                bar.set_postfix(
-                    {
-                        "loss": f"{values['total']:.4f}",
-                        **{k: f"{v:.4f}" for k, v in values.items() if k != "total"},
-                    }
-                )
+                if losses.due or b == steps_per_epoch - 1:  # the host copy: see audiokd.step_losses
+                    _take(losses.drain(), sums, metrics, bar, s.desc, epoch, checkpoint)
         # eval-mode batch norm with statistics of the current weights, not the lagging running averages
         recalibrate_batchnorm(model, train.x, s.device, val.x.shape[-1])
         d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
@@ -376,12 +375,14 @@ def fit(
             best_state = copy.deepcopy(model.state_dict())
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
+        # each rank's random states (dropout, augmentation differ by rank): a collective, so on every rank
+        rank_rng = d.all_objects(parts.rng()) if d.on and checkpoint is not None else None
         with deferred():  # Ctrl-C or SIGTERM waits for the checkpoint and the metrics to be written
             if checkpoint is not None and d.main:
                 # saved before the flush with the epoch's metrics in it: a kill in between loses none of them
                 done = LoopState(epoch, step, best.best_epoch, best.best_score, best_state, best.history)
                 done.pending_metrics = metrics.pending() if metrics is not None else None
-                checkpoint.save(done, parts, s.epochs)
+                checkpoint.save(done, parts, s.epochs, rank_rng)
             if metrics is not None:
                 metrics.flush()
         if d.main:
@@ -398,6 +399,8 @@ def fit(
             )
     if best_state is not None:
         model.load_state_dict(best_state)
+    if synced:
+        plain_batchnorm(model)
     model.eval()
     return best
 
@@ -407,13 +410,33 @@ def _global_size(s: FitSettings, b: int, steps_per_epoch: int, n: int) -> int:
     return s.batch_size if b < steps_per_epoch - 1 else n - b * s.batch_size
 
 
-def _global_means(
-    terms: dict[str, torch.Tensor], local: int, s: FitSettings, b: int, steps_per_epoch: int, n: int
-) -> dict[str, float]:
-    """Each term's mean over the global batch (one all-reduce across processes; local values otherwise)."""
-    names = sorted(terms)
-    if not s.dist.on:
-        return {k: float(terms[k].detach()) for k in names}
-    v = torch.stack([terms[k].detach().float().cpu() * local for k in names])
-    v = s.dist.sum(v) / _global_size(s, b, steps_per_epoch, n)
-    return dict(zip(names, v.tolist(), strict=True))
+def _take(
+    rows: list[tuple[int, dict[str, float]]],
+    sums: dict[str, float],
+    metrics: MetricBuffer | None,
+    bar: tqdm,
+    desc: str,
+    epoch: int,
+    checkpoint: Checkpointer | None,
+) -> None:
+    """Check, sum, log (per step) and show the steps' loss terms that just reached the host."""
+    for step, values in rows:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            kept = checkpoint.where() if checkpoint is not None else "no checkpointing in this run"
+            if metrics is not None:  # the losses that led up to it, for the diagnosis
+                with contextlib.suppress(Exception):
+                    metrics.flush()
+            raise TrainingError(
+                f"{desc}: non-finite loss at epoch {epoch}, step {step}: "
+                f"term(s) {', '.join(bad)} = {[values[k] for k in bad]}; {kept}"
+            )
+        for k, v in values.items():
+            sums[k] += v
+        if metrics is not None:
+            metrics.add({f"train/{k}_loss": v for k, v in values.items()}, step)
+    if rows:
+        last = rows[-1][1]
+        bar.set_postfix(
+            {"loss": f"{last['total']:.4f}", **{k: f"{v:.4f}" for k, v in last.items() if k != "total"}}
+        )

@@ -153,3 +153,19 @@ def test_classification_soft_kl_is_hintons_and_ccc_is_refused():
     assert float(hard) == pytest.approx(math.log(2))  # cross-entropy, not MSE
     with pytest.raises(ValueError, match="ccc fits regression only"):
         KDLoss(alpha=0.5, temperature=1.0, soft_loss="ccc", task=task)
+
+
+@pytest.mark.parametrize("soft_loss", ["ccc", "mse", "kl", "softmax_kl"])
+def test_terms_are_float32_under_bf16_autocast_and_equal_the_float32_computation(soft_loss):
+    g = torch.Generator().manual_seed(0)
+    # late in training: student and teacher agree to within bf16's resolution at this scale (2^-7)
+    teacher = (4.0 + torch.randn(64, 3, generator=g)).bfloat16()
+    student = (teacher.float() + 0.01 * torch.randn(64, 3, generator=g)).bfloat16()
+    labels = torch.randn(64, 3, generator=g)
+    kd = KDLoss(alpha=0.5, temperature=2.0, soft_loss=soft_loss)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = kd(student, labels, teacher)
+    want = kd(student.float(), labels, teacher.float())
+    for k in ("hard", "soft", "total"):
+        assert got[k].dtype == torch.float32, k
+        assert float(got[k]) == pytest.approx(float(want[k]), rel=1e-6), k

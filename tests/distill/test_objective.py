@@ -64,6 +64,43 @@ def test_response_kd_uses_the_cache_and_asks_nobody_for_hidden_states(tmp_path):
     assert all("output_hidden_states" not in c for c in calls)
 
 
+def test_the_cached_soft_term_compares_the_student_with_the_cached_rows_of_the_batch(tmp_path):
+    student = build_student(TINY_STUDENT, SHAPE, TASK).eval()  # eval: no dropout, so logits repeat
+    cached = torch.randn(10, 2)
+    cfg = DistillConfig(alpha=0.3, soft_loss="mse")
+    plan = build_objective(cfg, student, tmp_path, cached, torch.randn(2, *SHAPE), torch.device("cpu"))
+    x, y, idx = torch.randn(3, *SHAPE), torch.randn(3, 2), torch.tensor([7, 1, 4])
+    terms = plan.objective(student, x, y, idx)
+    with torch.no_grad():
+        logits = student(pixel_values=x).logits
+    assert float(terms["soft"]) == pytest.approx(float(torch.nn.functional.mse_loss(logits, cached[idx])))
+    assert float(terms["soft"]) != pytest.approx(float(torch.nn.functional.mse_loss(logits, cached[:3])))
+    assert float(terms["hard"]) == pytest.approx(float(torch.nn.functional.mse_loss(logits, y)))
+    assert float(terms["total"]) == pytest.approx(0.3 * float(terms["hard"]) + 0.7 * float(terms["soft"]))
+
+
+@pytest.mark.parametrize(
+    ("cfg", "force_live"),
+    [(DistillConfig(alpha=0.5, beta=0.4, gamma=0.3), False), (DistillConfig(alpha=0.5), True)],
+    ids=["feature-attention", "augmented-response"],
+)
+def test_no_teacher_parameter_gets_a_gradient_through_the_objective(teacher_dir, cfg, force_live):
+    student = build_student(TINY_STUDENT, SHAPE, TASK)
+    plan = build_objective(
+        cfg, student, teacher_dir, None, torch.randn(2, *SHAPE), torch.device("cpu"), force_live=force_live
+    )
+    assert plan.teacher is not None and not plan.teacher.training
+    before = [p.detach().clone() for p in plan.teacher.parameters()]
+    terms = plan.objective(student, torch.randn(4, *SHAPE), torch.randn(4, 2), torch.arange(4))
+    terms["total"].backward()
+    assert all(p.grad is None for p in plan.teacher.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    if plan.extra_modules:  # the feature projection trains beside the student
+        assert all(p.grad is not None for p in plan.extra_modules[0].parameters())
+    after = list(plan.teacher.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+
+
 def test_feature_and_attention_terms_run_the_teacher_once_per_step(teacher_dir):
     student = build_student(TINY_STUDENT, SHAPE, TASK)
     cfg = DistillConfig(alpha=0.5, beta=0.4, gamma=0.3, teacher_layers=3)

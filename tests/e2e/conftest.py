@@ -7,11 +7,14 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pytest
+from e2e_helpers import restore
 
 BIN = Path(sys.executable).parent
 
@@ -61,6 +64,15 @@ class Pipeline:
     def ran(output: str) -> list[str]:
         """Stages DVC ran, in order, from its output."""
         return re.findall(r"Running stage '(\w+)'", output)
+
+    @contextmanager
+    def restored(self) -> Iterator[None]:
+        """Afterwards: params, lock and reports as committed, stray member folders gone, outputs checked out
+        from the DVC cache, so a test that changes the workspace leaves the next test the default run."""
+        try:
+            yield
+        finally:
+            restore(self.repo)
 
     def client(self) -> mlflow.MlflowClient:
         """An MLflow client on the pipeline's store (tracking and registry)."""

@@ -34,6 +34,15 @@ def ran(output: str) -> list[str]:
     return re.findall(r"Running stage '(\w+)'", output)
 
 
+def restore(repo: Path) -> None:
+    """Put a repo copy back to its last commit: params, lock and reports from git (stray member folders and
+    report files removed), outputs from the DVC cache; what `dvc exp run` or an edit of params.yaml left."""
+    run(["git", "checkout", "HEAD", "--", "."], repo)
+    run(["git", "clean", "-fdq", "--", "models/teacher_members", "reports"], repo)  # e.g. member plots
+    run([DVC, "checkout", "--force"], repo)
+    assert "Data and pipelines are up to date" in run([DVC, "status"], repo).stdout
+
+
 def make_repo(dest: Path) -> Path:
     """Copy the tracked and untracked-but-not-ignored files into a new git repo with the tiny params."""
     files = subprocess.run(

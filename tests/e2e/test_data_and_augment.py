@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
-from e2e_helpers import DVC, make_repo, ran, run
+from e2e_helpers import DVC, make_repo, ran, restore, run
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +22,13 @@ def repo(tmp_path_factory) -> Path:
     run(["git", "add", "-A"], path)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "repro"], path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def restored(repo) -> Iterator[None]:
+    """Each test starts from the committed default run, whatever the test before it ran."""
+    yield
+    restore(repo)
 
 
 def test_augmentation_runs_the_teacher_live(repo):

@@ -209,29 +209,32 @@ def test_second_repro_is_a_no_op_and_temperature_reruns_only_distill_and_evaluat
     repo = pipeline.repo
     again = pipeline.sh("dvc", "repro")
     assert pipeline.ran(again.stdout) == []
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["distill"]["temperature"] = 6.0
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    changed = pipeline.sh("dvc", "repro")
-    assert pipeline.ran(changed.stdout) == ["distill", "evaluate"]  # the no-KD baseline is not retrained
+    with pipeline.restored():
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["distill"]["temperature"] = 6.0
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        changed = pipeline.sh("dvc", "repro")
+        assert pipeline.ran(changed.stdout) == ["distill", "evaluate"]  # the no-KD baseline is not retrained
 
 
 def test_misspelled_key_reruns_the_stage_and_is_refused(pipeline):
     repo = pipeline.repo
-    text = (repo / "params.yaml").read_text()
-    (repo / "params.yaml").write_text(text.replace("  alpha: 0.5", "  alpha: 0.5\n  alhpa: 0.2"))
-    before = (repo / "models" / "student" / "model.safetensors").read_bytes()
-    proc = pipeline.sh("dvc", "repro", check=False, timeout=600)
-    (repo / "params.yaml").write_text(text)
-    assert proc.returncode != 0
-    assert "error: distill.alhpa: unknown key" in proc.stderr + proc.stdout
-    # DVC removes a stage's outputs before it runs; they come back from its cache
-    pipeline.sh("dvc", "checkout")
-    assert (repo / "models" / "student" / "model.safetensors").read_bytes() == before
+    with pipeline.restored():
+        text = (repo / "params.yaml").read_text()
+        (repo / "params.yaml").write_text(text.replace("  alpha: 0.5", "  alpha: 0.5\n  alhpa: 0.2"))
+        before = (repo / "models" / "student" / "model.safetensors").read_bytes()
+        proc = pipeline.sh("dvc", "repro", check=False, timeout=600)
+        (repo / "params.yaml").write_text(text)
+        assert proc.returncode != 0
+        assert "error: distill.alhpa: unknown key" in proc.stderr + proc.stdout
+        # DVC removes a stage's outputs before it runs; they come back from its cache
+        pipeline.sh("dvc", "checkout")
+        assert (repo / "models" / "student" / "model.safetensors").read_bytes() == before
 
 
 def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
-    proc = pipeline.sh("dvc", "exp", "run", "-S", "distill.beta=0.4", "-S", "distill.gamma=0.3")
+    with pipeline.restored():  # `dvc exp run` leaves its params and outputs in the workspace
+        proc = pipeline.sh("dvc", "exp", "run", "-S", "distill.beta=0.4", "-S", "distill.gamma=0.3")
     assert pipeline.ran(proc.stdout) == ["distill", "evaluate"]
     client = pipeline.client()
     runs = pipeline.runs("params.`distill.beta` = '0.4'")
@@ -247,24 +250,25 @@ def test_feature_and_attention_terms_through_dvc_exp_run(pipeline):
 
 def test_baseline_disabled_writes_a_marker_and_evaluate_leaves_the_keys_out(pipeline):
     repo = pipeline.repo
-    text = (repo / "params.yaml").read_text()
-    params = yaml.safe_load(text)
-    assert params["baseline"]["enabled"] is True
-    params["baseline"]["enabled"] = False
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
+    with pipeline.restored():
+        text = (repo / "params.yaml").read_text()
+        params = yaml.safe_load(text)
+        assert params["baseline"]["enabled"] is True
+        params["baseline"]["enabled"] = False
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        try:
+            proc = pipeline.sh("dvc", "repro")
+            assert pipeline.ran(proc.stdout) == ["baseline", "evaluate"]
+            marker = json.loads((repo / "models" / "student_no_kd" / "meta.json").read_text())
+            assert marker["enabled"] is False
+            assert [p.name for p in (repo / "models" / "student_no_kd").iterdir()] == ["meta.json"]
+            m = json.loads((repo / "reports" / "metrics.json").read_text())
+            assert "student_no_kd" not in m and "kd_gain" not in m
+            assert "No no-KD baseline in this run" in (repo / "reports" / "report.md").read_text()
+            assert not (repo / "reports" / "plots" / "student_no_kd_history.csv").exists()
+        finally:
+            (repo / "params.yaml").write_text(text)
+        # back on: DVC's run cache restores the trained baseline instead of training it again
         proc = pipeline.sh("dvc", "repro")
-        assert pipeline.ran(proc.stdout) == ["baseline", "evaluate"]
-        marker = json.loads((repo / "models" / "student_no_kd" / "meta.json").read_text())
-        assert marker["enabled"] is False
-        assert [p.name for p in (repo / "models" / "student_no_kd").iterdir()] == ["meta.json"]
-        m = json.loads((repo / "reports" / "metrics.json").read_text())
-        assert "student_no_kd" not in m and "kd_gain" not in m
-        assert "No no-KD baseline in this run" in (repo / "reports" / "report.md").read_text()
-        assert not (repo / "reports" / "plots" / "student_no_kd_history.csv").exists()
-    finally:
-        (repo / "params.yaml").write_text(text)
-    # back on: DVC's run cache restores the trained baseline instead of training it again
-    proc = pipeline.sh("dvc", "repro")
-    assert "baseline" not in pipeline.ran(proc.stdout)
-    assert "kd_gain" in json.loads((repo / "reports" / "metrics.json").read_text())
+        assert "baseline" not in pipeline.ran(proc.stdout)
+        assert "kd_gain" in json.loads((repo / "reports" / "metrics.json").read_text())

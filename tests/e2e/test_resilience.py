@@ -115,20 +115,41 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 600) -> None:
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("arch", ["mobilevit", "vit"])
-def test_kill_9_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo, arch):
-    """MobileViT: dropout and batch-norm buffers must come back; the small ViT learns more on tiny data."""
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+@pytest.fixture
+def params_restored(repo) -> Path:
+    """The copy's params.yaml, put back as it was after the test (the tests after it expect it unchanged)."""
+    path = repo / "params.yaml"
+    before = path.read_text()
+    yield path
+    path.write_text(before)
+
+
+@pytest.mark.parametrize(
+    ("arch", "augment"),
+    [("mobilevit", {}), ("vit", {}), ("vit", {"freq_mask": 8, "mixup_alpha": 0.2})],
+    ids=["mobilevit", "vit", "vit-augmented"],
+)
+def test_kill_9_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo, params_restored, arch, augment):
+    """MobileViT: dropout and batch-norm buffers must come back; the small ViT learns more on tiny data.
+    Augmented (SpecAugment, mixup; the teacher runs live): the augmentation generator must come back too."""
+    params = yaml.safe_load(params_restored.read_text())
     params["student"].update(arch=arch, vit_hidden_size=32, vit_layers=2, vit_intermediate_size=64)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    reference_out = repo.parent / f"{repo.name}-reference-{arch}"
+    params["augment"].update(augment)
+    params_restored.write_text(yaml.safe_dump(params, sort_keys=False))
+    name = f"{arch}-augmented" if augment else arch
+    reference_out = repo.parent / f"{repo.name}-reference-{name}"
     _run([sys.executable, *DISTILL, "--out", str(reference_out)], repo)  # outside DVC: no run cache entry
     reference = _outcome(repo, reference_out)
     assert not (repo / CKPT).exists()
 
-    log = open(repo.parent / f"{repo.name}-killed-{arch}.log", "w")  # noqa: SIM115 - closed below
+    log = open(repo.parent / f"{repo.name}-killed-{name}.log", "w")  # noqa: SIM115 - closed below
+    # augment is a train_teacher param too: through DVC the teacher would retrain; run the stage itself
+    out = repo.parent / f"{repo.name}-resumed-{name}" if augment else repo / "models" / "student"
+    rerun = (
+        [sys.executable, *DISTILL, "--out", str(out)] if augment else [str(BIN / "dvc"), "repro", "distill"]
+    )
     proc = subprocess.Popen(
-        [str(BIN / "dvc"), "repro", "distill"],
+        rerun,
         cwd=repo,
         env=_env(),
         stdout=log,
@@ -143,13 +164,13 @@ def test_kill_9_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo, ar
     killed_after, run_id = state["epoch"], state["run_id"]
     assert 1 <= killed_after <= 4
     assert _client(repo).get_run(run_id).info.status == "RUNNING"  # kill -9 leaves no chance to say more
-    assert not (repo / "models" / "student").exists()
+    assert not out.exists()
 
-    proc = _run([str(BIN / "dvc"), "repro", "distill"], repo)
+    proc = _run(rerun, repo)
     output = proc.stdout + proc.stderr
     assert f"resuming from {CKPT} after epoch {killed_after}/4" in output
     assert f"continuing MLflow run {run_id}" in output
-    resumed = _outcome(repo, repo / "models" / "student")
+    resumed = _outcome(repo, out)
     assert not (repo / CKPT).exists()
 
     assert resumed["run_id"] == run_id and resumed["status"] == "FINISHED"
@@ -157,7 +178,7 @@ def test_kill_9_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo, ar
     assert resumed["best"] == reference["best"]
     assert resumed["weights"] == reference["weights"]
     assert resumed["points"] == reference["points"]  # every step logged once, none lost, none twice
-    print(f"\n{arch}: killed after epoch {killed_after}; per epoch, uninterrupted | resumed:")
+    print(f"\n{name}: killed after epoch {killed_after}; per epoch, uninterrupted | resumed:")
     for a, b in zip(reference["history"], resumed["history"], strict=True):
         print(
             f"  epoch {int(a['epoch'])}: train_total_loss {a['train_total_loss']:.10f} | "

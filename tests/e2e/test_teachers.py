@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import numpy as np
 import pandas as pd
@@ -26,21 +24,9 @@ def _ran(output: str) -> list[str]:
     return re.findall(r"Running stage '([\w@-]+)'", output)
 
 
-@contextmanager
-def _restored(pipeline) -> Iterator[None]:
-    """Afterwards: params, lock and reports as committed, member folders gone, outputs checked out."""
-    try:
-        yield
-    finally:
-        pipeline.sh("git", "checkout", "HEAD", "--", ".")
-        pipeline.sh("git", "clean", "-fdq", "--", "models/teacher_members", "reports")  # e.g. member plots
-        pipeline.sh("dvc", "checkout", "--force")
-        assert "Data and pipelines are up to date" in pipeline.sh("dvc", "status").stdout
-
-
 def test_an_ensemble_of_two_members_each_in_its_own_stage(pipeline):
     repo = pipeline.repo
-    with _restored(pipeline):
+    with pipeline.restored():
         proc = pipeline.sh("dvc", "exp", "run", "-S", "++ensemble.members={a: {seed: 1}, b: {seed: 2}}")
         ran = _ran(proc.stdout)
         assert ran == ["teacher_member@a", "teacher_member@b", "train_teacher", "distill", "evaluate"], ran
@@ -88,7 +74,7 @@ def test_a_csv_of_teacher_outputs_replaces_the_teacher(pipeline, tmp_path):
         rows.append(clips[["path", "arousal", "valence"]])
     csv = tmp_path / "outputs.csv"
     pd.concat(rows).to_csv(csv, index=False)
-    with _restored(pipeline):
+    with pipeline.restored():
         proc = pipeline.sh("dvc", "exp", "run", "-S", f"++teacher.outputs={csv}")  # not in the tiny params
         assert _ran(proc.stdout) == ["train_teacher", "distill", "evaluate"]
 

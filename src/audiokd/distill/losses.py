@@ -8,8 +8,12 @@
     - ``mse``: mean (s - t)^2.
     - ``kl``: KL between Gaussians of equal variance T^2 centred on the outputs,
       KL(N(t, T^2) || N(s, T^2)) = (s - t)^2 / (2 T^2), averaged over outputs. A higher temperature widens
-      both and pulls the student more softly toward the teacher.
-    - ``ccc``: 1 - CCC(s, t) per output column, averaged (CCC as in Lin 1989).
+      both and pulls the student more softly toward the teacher. This is ``mse / (2 T^2)``: T rescales
+      the soft term and nothing else, so a sweep over T is a sweep over the soft weight (Hinton's T^2
+      factor for softened softmaxes would cancel it entirely).
+    - ``ccc``: 1 - CCC(s, t) per output column, averaged (CCC as in Lin 1989). Across DDP processes it is
+      computed on each rank's part of the batch (means and variances per shard) and the ranks' losses are
+      averaged, not on the global batch: with few rows per rank, use a larger ``batch_size``.
     - ``softmax_kl``: the notebook's form, T^2 * KL(softmax(t / T) || softmax(s / T)) across the output
       vector, ``batchmean``. A softmax ignores a shift shared by all outputs, so for regression this only
       constrains the differences between outputs (and nothing with one output); it is kept so the
@@ -31,6 +35,7 @@ with the w_i as frequency weights). Feature and attention terms cover every row,
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -90,7 +95,7 @@ def soft_ccc(
     student: torch.Tensor, teacher: torch.Tensor, temperature: float, weight: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Soft loss ``ccc``: 1 - CCC(s, t) per output column over the batch (rows weighted by ``weight``),
-    averaged over columns."""
+    averaged over columns. Under DDP the batch is this rank's shard (the moments are per shard)."""
     del temperature
     return ccc_loss(student, teacher, weight)
 
@@ -112,6 +117,14 @@ def soft_softmax_kl(
 
 
 SOFT_LOSSES = REGISTRY["soft"]
+
+
+def _float_inner(inner: Any) -> Any:
+    """Intermediate outputs (:class:`audiokd.models.features.Inner`) with float32 maps and attentions."""
+    if inner is None:
+        return None
+    attentions = [a.float() for a in inner.attentions] if inner.attentions is not None else None
+    return dataclasses.replace(inner, maps=[m.float() for m in inner.maps], attentions=attentions)
 
 
 class KDLoss(torch.nn.Module):
@@ -175,7 +188,30 @@ class KDLoss(torch.nn.Module):
         ``labelled``: a boolean mask of the rows that have labels (None: all of them). The other rows'
         ``labels`` are placeholders: they are selected away before the hard loss is computed, so they reach
         neither its value nor its gradient, whatever they hold.
+
+        Every term is computed in float32, also under bf16/fp16 autocast (``runtime.precision``): the
+        outputs and intermediate maps are cast up first. Means, variances and covariances of bf16 values
+        (8-bit mantissa) lose the small differences that ``ccc`` and the MSE terms measure late in training.
         """
+        with torch.autocast(student.device.type, enabled=False):
+            return self._terms(
+                student.float(),
+                labels.float() if labels.is_floating_point() else labels,
+                teacher.float() if teacher is not None else None,
+                _float_inner(student_inner),
+                _float_inner(teacher_inner),
+                labelled,
+            )
+
+    def _terms(
+        self,
+        student: torch.Tensor,
+        labels: torch.Tensor,
+        teacher: torch.Tensor | None,
+        student_inner: Any,
+        teacher_inner: Any,
+        labelled: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
         hard = (
             self.hard_fn(student, labels)
             if labelled is None

@@ -48,6 +48,7 @@ class DistillObjective:
     live_teacher: bool
     terms: list[str]
     pairs: list[tuple[int, int]] = field(default_factory=list)
+    teacher: torch.nn.Module | None = None  # the live teacher (frozen, eval mode); None with the cache
 
 
 def _student_pass(
@@ -116,7 +117,9 @@ def build_objective(
             logits, _ = _student_pass(net, x, False, False)
             return kd(logits, y, teacher_logits, labelled=labelled(idx))
 
-        return DistillObjective(augmented_objective, (), live_teacher=True, terms=kd.active_terms)
+        return DistillObjective(
+            augmented_objective, (), live_teacher=True, terms=kd.active_terms, teacher=live
+        )
     if not inner_on:
         kd = KDLoss(
             cfg.alpha, cfg.temperature, cfg.soft_loss, task=task, unlabeled_weight=cfg.unlabeled_weight
@@ -189,4 +192,6 @@ def build_objective(
         return kd(logits, y, out.logits, s_in, t_in, labelled=labelled(idx))
 
     extra = (feature,) if cfg.beta > 0 and any(True for _ in feature.parameters()) else ()
-    return DistillObjective(live_objective, extra, live_teacher=True, terms=kd.active_terms, pairs=pairs)
+    return DistillObjective(
+        live_objective, extra, live_teacher=True, terms=kd.active_terms, pairs=pairs, teacher=teacher
+    )

@@ -137,6 +137,7 @@ def distill(
             batch_size=cfg.batch_size,
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
+            grad_clip=cfg.grad_clip,
             desc=stage,
             passes=passes,
         )
