@@ -72,6 +72,11 @@ def test_a_csv_of_teacher_outputs_replaces_the_teacher(pipeline, tmp_path):
         clips = pd.read_csv(features / split / "clips.csv")
         clips["path"] = [os.path.relpath(p, tmp_path) for p in clips["path"]]
         rows.append(clips[["path", "arousal", "valence"]])
+    pool = pd.read_csv(
+        features / "unlabeled" / "clips.csv"
+    )  # the tiny set's 16 unlabelled clips need rows too
+    pool = pd.DataFrame({"path": [os.path.relpath(p, tmp_path) for p in pool["path"]], "arousal": 0.5})
+    rows.append(pool.assign(valence=-0.5))
     csv = tmp_path / "outputs.csv"
     pd.concat(rows).to_csv(csv, index=False)
     with pipeline.restored():
@@ -84,6 +89,10 @@ def test_a_csv_of_teacher_outputs_replaces_the_teacher(pipeline, tmp_path):
         want = (raw - mean) / std
         cached = np.load(repo / "models" / "teacher" / "predictions" / "train.npy")
         assert np.allclose(cached, want, atol=1e-6)  # what the student learned from: the file, standardised
+        on_pool = np.load(repo / "models" / "teacher" / "predictions" / "unlabeled.npy")
+        assert on_pool.shape == (16, 2) and np.allclose(
+            on_pool, (np.array([0.5, -0.5]) - mean) / std, atol=1e-6
+        )
 
         m = json.loads((repo / "reports" / "metrics.json").read_text())
         assert m["teacher"]["ccc_mean"] > 0.9999  # scored from the file's test rows
