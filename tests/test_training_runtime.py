@@ -21,12 +21,14 @@ class Recorder:
     def __init__(self) -> None:
         self.dtypes: set[torch.dtype] = set()
         self.batches: list[list[int]] = []
+        self.losses: list[float] = []
 
     def __call__(self, net, x, y, idx):
         logits = net(pixel_values=x).logits
         self.dtypes.add(logits.dtype)
         self.batches.append(idx.tolist())
         hard = hard_mse(logits.float(), y)
+        self.losses.append(float(hard))
         return {"hard": hard, "total": hard}
 
 
@@ -82,10 +84,17 @@ def test_precision_rejects_other_values_naming_the_key():
 def test_torch_compile_trains_like_eager():
     # without dropout: compiled code draws dropout masks from its own random stream
     student = dataclasses.replace(TINY, dropout=0.0)
-    eager, _, _ = _fit(SETTINGS, student)
-    compiled, _, _ = _fit(dataclasses.replace(SETTINGS, compile=True), student)
-    # fused kernels round differently; 12 optimizer steps amplify it a little
-    first, last = compiled.history[0], compiled.history[-1]
-    assert first["train_total_loss"] == pytest.approx(eager.history[0]["train_total_loss"], rel=1e-4)
-    assert last["train_total_loss"] == pytest.approx(eager.history[-1]["train_total_loss"], rel=2e-3)
-    assert last["val_loss"] == pytest.approx(eager.history[-1]["val_loss"], rel=2e-3)
+    # lr 1e-3: at 1e-2 the 12 steps amplify rounding differences chaotically (3% apart by the end, measured)
+    settings = dataclasses.replace(SETTINGS, lr=1e-3)
+    eager, _, rec_eager = _fit(settings, student)
+    compiled, _, rec_compiled = _fit(dataclasses.replace(settings, compile=True), student)
+    # the same weights and batch: the first step's loss differs only by the fused kernels' rounding (measured
+    # 1.4e-4 relative since the batch-norm scales start at 1, so the body is no longer scaled down to ~0; a
+    # wrong compiled graph would be off by far more)
+    assert rec_compiled.losses[0] == pytest.approx(rec_eager.losses[0], rel=5e-4)
+    # 12 optimizer steps on 24 clips amplify it (measured 0.8% apart at the end): the same training, not the
+    # same bits; a graph that trained differently (a lost update, another loss) would be far outside this
+    last = compiled.history[-1]
+    assert last["train_total_loss"] == pytest.approx(eager.history[-1]["train_total_loss"], rel=2.5e-2)
+    assert last["val_loss"] == pytest.approx(eager.history[-1]["val_loss"], rel=2.5e-2)
+    assert last["train_total_loss"] < compiled.history[0]["train_total_loss"]
