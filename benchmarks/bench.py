@@ -115,7 +115,8 @@ def step_ratios(repeats: int, dev: torch.device, precision: str = "32") -> dict[
 
 
 def preprocess_speed(clips: int, repeats: int) -> dict[str, float]:
-    """Our batched two-thread front end vs per-clip librosa, clips per second on the same files."""
+    """Our front end (NumPy, chunks of clips over every core) vs per-clip librosa, clips per second on the
+    same files."""
     import librosa
     import soundfile as sf
 

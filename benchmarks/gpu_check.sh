@@ -2,7 +2,9 @@
 # The GPU check of the performance issue, as one script for a lent GPU machine (the `device` tool):
 #   1. the tiny pipeline (tests/e2e/params_tiny.yaml) on cuda with runtime.precision bf16, stage by stage,
 #   2. the default pipeline on cuda with bf16 (teacher, distill, baseline timed),
-#   3. `benchmarks/bench.py --device cuda --precision bf16` (step ratios on the GPU, GPU latency per model).
+#   3. `benchmarks/bench.py --device cuda --precision bf16` (step ratios on the GPU, GPU latency per model;
+#      on that machine's CPU: every student at batch 1 with and without flushing denormals, which tests the
+#      README's explanation of MobileViT's 31 ms there, and the int8 ONNX file against fp32).
 # DVC orchestrates on the CPU and is not needed there: each stage runs its dvc.yaml command in DAG order.
 # Missing Python packages (mlflow, soundfile, ...) travel as wheels in .whl, installed to /tmp/site.
 # GPU_CHECK_DEVICE=cpu dry-runs the script's mechanics on a machine without a GPU.

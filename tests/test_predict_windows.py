@@ -193,3 +193,39 @@ def test_the_trace_int8_and_hf_weights_agree_and_a_changed_trace_is_refused(setu
     args = ["predict", str(setup["audio"] / "long.flac"), "--model", str(copy)]
     assert main([*args, "--features", str(setup["features"])]) == 2
     assert "model.ts: content differs from the sha256 recorded in" in capsys.readouterr().err
+
+
+def test_classification_outputs_mean_probabilities_in_every_format():
+    from audiokd.predict import Window
+    from audiokd.predict_io import Output
+
+    prep = Preprocessor(
+        audio=AUDIO,
+        targets=["calm", "excited"],
+        shape=SHAPE,
+        mel_mean=np.zeros(32, np.float32),
+        mel_std=np.ones(32, np.float32),
+        target_mean=np.zeros(2, np.float32),
+        target_std=np.ones(2, np.float32),
+        classification=True,
+    )
+    logits = [np.array([2.0, 0.0]), np.array([0.0, 1.0]), np.array([0.0, 3.0])]
+    windows = [Window(float(i), i + 1.0, y) for i, y in enumerate(logits)]
+    probs = np.array([np.exp(y) / np.exp(y).sum() for y in logits])
+    mean = probs.mean(axis=0)
+    outs = {}
+    for fmt in ("text", "csv", "json"):
+        buf = io.StringIO()
+        out = Output(fmt, prep, buf, windowed=True)
+        out.write("a.wav", windows)
+        out.close()
+        outs[fmt] = buf.getvalue()
+    rows = list(csv.DictReader(io.StringIO(outs["csv"])))
+    assert list(rows[0]) == ["path", "window", "start_s", "end_s", "label", "probability", "calm", "excited"]
+    assert [r["label"] for r in rows] == ["calm", "excited", "excited", "excited"]
+    assert float(rows[-1]["calm"]) == pytest.approx(mean[0], abs=1e-6)
+    (obj,) = json.loads(outs["json"])
+    assert obj["mean"]["label"] == "excited"
+    assert obj["mean"]["probability"] == pytest.approx(mean[1], abs=1e-6)
+    assert obj["windows"][0]["outputs"]["probabilities"]["calm"] == pytest.approx(probs[0, 0], abs=1e-6)
+    assert outs["text"].splitlines()[-1] == f"a.wav  mean of 3 windows  excited={mean[1]:.3f}"

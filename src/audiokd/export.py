@@ -11,7 +11,9 @@ against ``export.int8_max_drop``.
 
 ``model.ts`` is the student traced with ``torch.jit.trace``: the same operations and outputs as the
 Hugging Face model, loadable with torch alone, so ``audiokd predict`` without ``--onnx`` starts without
-importing ``transformers`` (about 3 s of CPU time on the 2-core machine).
+importing ``transformers`` (about 3 s of CPU time on the 2-core machine). torch 2.14 marks ``torch.jit``
+deprecated; ``torch.export``'s archive would replace it but takes as long to load as ``transformers`` to
+import, and predict falls back to the weights wherever a trace is missing.
 
 torch is imported inside the export functions only: the predict path imports this module for the file
 names and :func:`session_options` without paying for torch.
@@ -134,9 +136,22 @@ def export_torchscript(model: torch.nn.Module, example: torch.Tensor, path: str 
     with torch.no_grad(), warnings.catch_warnings():
         # shape checks become constants of the trace: right for the student's fixed input size
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        # torch 2.14 marks torch.jit deprecated; predict falls back to the weights when a trace is missing
+        warnings.simplefilter("ignore", FutureWarning)
         traced = torch.jit.trace(model.eval(), example)
-    torch.jit.save(traced, str(path))
+        torch.jit.save(traced, str(path))
     return Path(path)
+
+
+def load_torchscript(path: str | Path) -> torch.jit.ScriptModule:
+    """Load a trace written by :func:`export_torchscript` (without torch's deprecation notice)."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch.jit.load(str(path))
 
 
 def export_student(
@@ -151,7 +166,7 @@ def export_student(
     onnx_path = export_onnx(model, x[:1], folder / ONNX_FILE)
     meta: dict[str, Any] = {"onnx_max_abs_diff": check_onnx(model, onnx_path, x)}
     meta["int8"] = quantize_int8(onnx_path, folder / INT8_FILE, train_x, frames)
-    traced = torch.jit.load(str(export_torchscript(model, x[:2], folder / TORCHSCRIPT_FILE)))
+    traced = load_torchscript(export_torchscript(model, x[:2], folder / TORCHSCRIPT_FILE))
     with torch.no_grad():
         diff = float((traced(x) - model(x)).abs().max())
     if not diff <= MAX_ABS_DIFF:

@@ -25,7 +25,7 @@ import numpy as np
 from audiokd.config import AudioConfig
 from audiokd.data.audio import AudioError, AudioReader, fix_length
 from audiokd.data.frontend import frontend
-from audiokd.export import INT8_FILE, ONNX_FILE, TORCHSCRIPT_FILE
+from audiokd.export import INT8_FILE, ONNX_FILE, TORCHSCRIPT_FILE, load_torchscript
 from audiokd.io import file_sha256, read_json
 
 log = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ def _local_model(folder: Path, prep: Preprocessor) -> Model:
     if trace.is_file() and meta.get("torchscript_sha256"):  # distill's trace: no transformers import
         if file_sha256(trace) != meta["torchscript_sha256"]:
             raise PredictError(f"{trace}: content differs from the sha256 recorded in {meta_path}")
-        traced = torch.jit.load(str(trace))
+        traced = load_torchscript(trace)
 
         def run_traced(x: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

@@ -29,11 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from audiokd.config import AudioConfig, ConfigError, DataConfig
-from audiokd.data.frontend import file_features, single_threaded_blas
+from audiokd.data.frontend import file_features, one_blas_thread, single_threaded_blas
 from audiokd.data.manifest import SPLITS, load_prepared
 from audiokd.data.unlabeled import UNLABELED, UNLABELED_FILE
 from audiokd.io import atomic_dir, read_json, write_json
@@ -82,7 +81,7 @@ def compute_features(
             context = multiprocessing.get_context("fork")  # spawn would re-import the caller's torch
             pool: Executor = ProcessPoolExecutor(workers, context, initializer=single_threaded_blas)
         else:
-            stack.enter_context(threadpool_limits(1))
+            stack.enter_context(one_blas_thread())
             pool = ThreadPoolExecutor(max_workers=workers)
         stack.enter_context(pool)
         bar = stack.enter_context(tqdm(total=len(paths), desc=desc, unit="clip"))

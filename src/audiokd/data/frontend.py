@@ -9,11 +9,12 @@ torchaudio). Written without torch so that preprocessing workers and the ONNX pr
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import numpy as np
 import scipy.fft
 from numpy.lib.stride_tricks import sliding_window_view
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from audiokd.config import AudioConfig
 from audiokd.data.audio import load_audio
@@ -89,6 +90,17 @@ def file_features(paths: list[str], cfg: AudioConfig, samples: int) -> np.ndarra
     return np.concatenate([fe(load_audio(p, cfg.sample_rate, samples)) for p in paths])
 
 
+@functools.lru_cache(maxsize=1)
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()  # scans the loaded libraries once (~15 ms), not on every limit
+
+
+def one_blas_thread() -> Any:
+    """Limit BLAS to one thread (restored when used as a context manager): the workers are the parallelism,
+    and BLAS threads on top would oversubscribe the cores. torch's OpenMP is left alone."""
+    return _threadpools().limit(limits=1, user_api="blas")
+
+
 def single_threaded_blas() -> None:
-    """Worker initializer: one BLAS thread per worker (more would oversubscribe the cores)."""
-    threadpool_limits(1)
+    """Worker process initializer: one BLAS thread for the process's lifetime."""
+    one_blas_thread()
