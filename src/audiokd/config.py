@@ -119,12 +119,13 @@ class AugmentConfig:
         return (self.num_masks > 0 and (self.freq_mask > 0 or self.time_mask > 0)) or self.mixup_alpha > 0
 
 
-TEACHER_ARCHS = ("vit", "ast", "resnet", "convnext")
+TEACHER_ARCHS = ("vit", "ast", "resnet", "convnext", "mobilevit")
 
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Teacher architecture (``arch`` picks the family; ``cnn_*``, ``ast_*`` keys are per family), training.
+    """Teacher architecture (``arch`` picks the family; ``cnn_*``, ``ast_*``, ``mobilevit_*`` keys are per family),
+    training.
 
     ``pretrained``: a local folder written by ``save_pretrained`` or a Hugging Face hub id; the architecture
     then comes from the checkpoint (its family must equal ``arch``) and only the head is new.
@@ -139,6 +140,8 @@ class TeacherConfig:
     ast_stride: int = _f(10, range=(1, 64))
     cnn_depths: tuple[int, ...] = _f((2, 2, 2, 2), range=(1, 64), min_len=1)
     cnn_hidden_sizes: tuple[int, ...] = _f((64, 128, 256, 512), range=(4, 4096), min_len=1)
+    mobilevit_hidden_sizes: tuple[int, ...] = _f((96, 120, 144), range=(8, 4096), length=3)
+    mobilevit_neck_hidden_sizes: tuple[int, ...] = _f((16, 32, 48, 64, 80, 96, 384), range=(4, 8192), length=7)
     dropout: float = _f(0.0, range=(0.0, 0.9))
     pretrained: str = ""
     epochs: int = _f(30, range=(1, 10_000))
@@ -416,6 +419,11 @@ def _check_teacher(obj: TeacherConfig, prefix: str) -> None:
         raise ConfigError(
             f"{prefix}.ast_stride = {obj.ast_stride} must not exceed {prefix}.patch_size = {obj.patch_size} "
             "(a larger stride skips input between patches)"
+        )
+    if obj.arch == "mobilevit" and any(h % obj.num_heads for h in obj.mobilevit_hidden_sizes):
+        raise ConfigError(
+            f"{prefix}.mobilevit_hidden_sizes = {list(obj.mobilevit_hidden_sizes)} must all be divisible by "
+            f"{prefix}.num_heads = {obj.num_heads}"
         )
     if len(obj.cnn_depths) != len(obj.cnn_hidden_sizes):
         raise ConfigError(

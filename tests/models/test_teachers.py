@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from audiokd.config import ConfigError, TeacherConfig
+from audiokd.config import ConfigError, TeacherConfig, build_section
 from audiokd.models.features import teacher_inner, teacher_layer_count, tokens_to_map
 from audiokd.models.teacher import build_teacher, load_teacher, teacher_arch
 from audiokd.models.teachers import FAMILIES
@@ -14,7 +14,7 @@ from audiokd.tasks import Task
 
 SHAPE = (1, 32, 64)
 TASK = Task("regression", ("a", "b"))
-ARCHS = ["vit", "ast", "resnet", "convnext"]
+ARCHS = ["vit", "ast", "resnet", "convnext", "mobilevit"]
 
 
 def tiny(arch: str, **kw) -> TeacherConfig:
@@ -29,6 +29,8 @@ def tiny(arch: str, **kw) -> TeacherConfig:
         ast_stride=6,
         cnn_depths=(1, 1, 1),
         cnn_hidden_sizes=(8, 16, 32),
+        mobilevit_hidden_sizes=(8, 16, 16),
+        mobilevit_neck_hidden_sizes=(8, 8, 16, 16, 16, 16, 32),
     )
     return TeacherConfig(**{**base, **kw})
 
@@ -84,6 +86,23 @@ def test_hidden_states_become_canonical_maps(arch, maps):
         n = maps[0][1] * maps[0][2]
         assert [tuple(a.shape) for a in inner.attentions] == [(2, 2, 1 + n, 1 + n)] * 3
         assert torch.allclose(inner.attentions[0].sum(-1), torch.ones(2, 2, 1 + n), atol=1e-5)
+
+
+def test_mobilevit_teacher_gives_five_stage_maps_and_unit_batchnorm_scales():
+    model = build_teacher(tiny("mobilevit"), SHAPE, TASK).eval()
+    out = model(pixel_values=torch.randn(2, *SHAPE), output_hidden_states=True)
+    assert teacher_layer_count(model) == 5
+    inner = teacher_inner(model, out, [1, 3, 5], with_attentions=False)
+    # stem /2, then stages /1, /2, /2, /2, /2; channels are the neck widths of the five stages
+    assert [tuple(m.shape[1:]) for m in inner.maps] == [(8, 16, 32), (16, 4, 8), (16, 1, 2)]
+    scales = [m.weight for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert scales and all(torch.equal(w, torch.ones_like(w)) for w in scales)
+
+
+def test_mobilevit_widths_must_divide_into_heads():
+    raw = {"arch": "mobilevit", "num_heads": 6, "mobilevit_hidden_sizes": [64, 80, 96]}
+    with pytest.raises(ConfigError, match=r"teacher.mobilevit_hidden_sizes = \[64, 80, 96\] must all be"):
+        build_section(TeacherConfig, raw, "teacher")
 
 
 def test_ast_patch_tokens_land_where_their_patch_is():

@@ -1,9 +1,19 @@
-"""Teacher families, one module each (``vit``, ``ast``, ``cnn``: ``resnet``, ``convnext``), in a registry.
+"""Teacher families, one module each (``vit``, ``ast``, ``cnn``: ``resnet``, ``convnext``; ``mobilevit``), in a registry.
 
 Importing the package registers every family. The public entry points are in :mod:`audiokd.models.teacher`.
 """
 
-from audiokd.models.teachers import ast, cnn, vit
+from audiokd.models.teachers import ast, cnn, mobilevit, vit
 from audiokd.models.teachers.registry import FAMILIES, Family, family, family_of, family_of_config
 
-__all__ = ["FAMILIES", "Family", "ast", "cnn", "family", "family_of", "family_of_config", "vit"]
+__all__ = [
+    "FAMILIES",
+    "Family",
+    "ast",
+    "cnn",
+    "family",
+    "family_of",
+    "family_of_config",
+    "mobilevit",
+    "vit",
+]
