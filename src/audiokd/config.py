@@ -124,8 +124,8 @@ TEACHER_ARCHS = ("vit", "ast", "resnet", "convnext", "mobilevit")
 
 @dataclass(frozen=True)
 class TeacherConfig:
-    """Teacher architecture (``arch`` picks the family; ``cnn_*``, ``ast_*``, ``mobilevit_*`` keys are per family),
-    training.
+    """Teacher architecture (``arch`` picks the family; ``cnn_*``, ``ast_*``, ``mobilevit_*`` keys are per
+    family), training.
 
     ``pretrained``: a local folder written by ``save_pretrained`` or a Hugging Face hub id; the architecture
     then comes from the checkpoint (its family must equal ``arch``) and only the head is new.
@@ -141,7 +141,9 @@ class TeacherConfig:
     cnn_depths: tuple[int, ...] = _f((2, 2, 2, 2), range=(1, 64), min_len=1)
     cnn_hidden_sizes: tuple[int, ...] = _f((64, 128, 256, 512), range=(4, 4096), min_len=1)
     mobilevit_hidden_sizes: tuple[int, ...] = _f((96, 120, 144), range=(8, 4096), length=3)
-    mobilevit_neck_hidden_sizes: tuple[int, ...] = _f((16, 32, 48, 64, 80, 96, 384), range=(4, 8192), length=7)
+    mobilevit_neck_hidden_sizes: tuple[int, ...] = _f(
+        (16, 32, 48, 64, 80, 96, 384), range=(4, 8192), length=7
+    )
     dropout: float = _f(0.0, range=(0.0, 0.9))
     pretrained: str = ""
     epochs: int = _f(30, range=(1, 10_000))

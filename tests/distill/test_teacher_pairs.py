@@ -13,7 +13,7 @@ from audiokd.tasks import Task
 
 SHAPE = (1, 64, 128)  # MobileViTV2 needs at least 64 x 64 inputs
 TASK = Task("regression", ("a", "b"))
-TEACHERS = ["vit", "ast", "resnet", "convnext"]
+TEACHERS = ["vit", "ast", "resnet", "convnext", "mobilevit"]
 STUDENTS = ["mobilevit", "mobilevitv2", "mobilenet_v2", "vit"]
 
 
@@ -29,6 +29,8 @@ def _teacher_dir(tmp_path, arch: str, **kw):
         ast_stride=kw.pop("ast_stride", 16),
         cnn_depths=(1, 1),
         cnn_hidden_sizes=(8, 16),
+        mobilevit_hidden_sizes=(16, 16, 16),
+        mobilevit_neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16),
         **kw,
     )
     folder = tmp_path / f"teacher-{arch}"
@@ -60,7 +62,7 @@ def _plan(kd: DistillConfig, student, teacher_dir):
 @pytest.mark.parametrize("teacher_arch", TEACHERS)
 def test_feature_and_activation_attention_work_for_every_pair(tmp_path, teacher_arch, student_arch):
     student = _student(student_arch)
-    kd = DistillConfig(alpha=0.3, beta=0.5, gamma=0.5, attention_loss="activation", teacher_layers=1)
+    kd = DistillConfig(alpha=0.3, beta=0.5, gamma=0.5, attention_loss="activation", teacher_layers=[1, 2])
     plan = _plan(kd, student, _teacher_dir(tmp_path, teacher_arch))
     assert (
         plan.live_teacher and len(plan.pairs) == 2
@@ -83,7 +85,7 @@ def test_attention_maps_transfer_from_transformer_teachers_to_a_vit_student(tmp_
     terms["total"].backward()
 
 
-@pytest.mark.parametrize("teacher_arch", ["resnet", "convnext"])
+@pytest.mark.parametrize("teacher_arch", ["resnet", "convnext", "mobilevit"])
 def test_attention_maps_from_a_conv_teacher_are_refused_naming_the_keys(tmp_path, teacher_arch):
     kd = DistillConfig(gamma=1.0, attention_loss="attention_map")
     with pytest.raises(ConfigError) as err:

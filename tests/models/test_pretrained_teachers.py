@@ -18,6 +18,8 @@ from transformers import (
     ASTForAudioClassification,
     ConvNextConfig,
     ConvNextForImageClassification,
+    MobileViTConfig,
+    MobileViTForImageClassification,
     ResNetConfig,
     ResNetForImageClassification,
     ViTConfig,
@@ -80,6 +82,17 @@ def foreign_checkpoint(arch: str, folder):
                 **LABELS,
             )
         )
+    elif arch == "mobilevit":
+        model = MobileViTForImageClassification(
+            MobileViTConfig(
+                num_channels=3,
+                image_size=48,
+                hidden_sizes=[16, 16, 16],
+                neck_hidden_sizes=[8, 8, 8, 8, 8, 8, 16],
+                num_attention_heads=2,
+                **LABELS,
+            )
+        )
     else:
         model = ConvNextForImageClassification(
             ConvNextConfig(num_channels=3, num_stages=2, hidden_sizes=[8, 16], depths=[1, 1], **LABELS)
@@ -88,7 +101,7 @@ def foreign_checkpoint(arch: str, folder):
     return model
 
 
-@pytest.mark.parametrize("arch", ["vit", "ast", "resnet", "convnext"])
+@pytest.mark.parametrize("arch", ["vit", "ast", "resnet", "convnext", "mobilevit"])
 def test_pretrained_gets_a_new_head_and_keeps_its_body(arch, tmp_path):
     source = foreign_checkpoint(arch, tmp_path / "ckpt")
     teacher = build_teacher(TeacherConfig(arch=arch, pretrained=str(tmp_path / "ckpt")), SHAPE, TASK, AUDIO)
@@ -104,12 +117,13 @@ def test_pretrained_gets_a_new_head_and_keeps_its_body(arch, tmp_path):
         "vit": "vit.embeddings.patch_embeddings.projection.weight",
         "resnet": "resnet.embedder.embedder.convolution.weight",
         "convnext": "convnext.embeddings.patch_embeddings.weight",
+        "mobilevit": "mobilevit.conv_stem.convolution.weight",
     }.get(arch)
     if stem:
         assert torch.equal(got[stem], src[stem].sum(1, keepdim=True))
     teacher.eval()
     out = teacher(pixel_values=torch.randn(3, *SHAPE), output_hidden_states=True)
-    assert out.logits.shape == (3, 2) and len(out.hidden_states) == 3
+    assert out.logits.shape == (3, 2) and len(out.hidden_states) == (5 if arch == "mobilevit" else 3)
 
 
 def test_vit_positions_are_resampled_to_our_grid_not_reinitialised(tmp_path):

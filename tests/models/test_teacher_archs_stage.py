@@ -39,6 +39,8 @@ TINY = dict(
     ast_stride=8,
     cnn_depths=(1, 1),
     cnn_hidden_sizes=(8, 16),
+    mobilevit_hidden_sizes=(16, 16, 16),
+    mobilevit_neck_hidden_sizes=(8, 8, 8, 8, 8, 8, 16),
     epochs=2,
     batch_size=8,
     lr=1e-3,
@@ -89,7 +91,7 @@ def _ast_checkpoint(folder, mel_bins: int = 16):
     return folder
 
 
-@pytest.mark.parametrize("arch", ["vit", "ast", "resnet", "convnext"])
+@pytest.mark.parametrize("arch", ["vit", "ast", "resnet", "convnext", "mobilevit"])
 def test_the_stage_trains_every_arch(features, store, tmp_path, arch):
     meta = _train(features, TeacherConfig(arch=arch, **TINY), tmp_path / "teacher")
     assert meta["arch"] == arch and meta["pretrained"] == ""

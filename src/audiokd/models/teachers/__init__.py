@@ -1,4 +1,5 @@
-"""Teacher families, one module each (``vit``, ``ast``, ``cnn``: ``resnet``, ``convnext``; ``mobilevit``), in a registry.
+"""Teacher families, one module each (``vit``, ``ast``, ``cnn``: ``resnet`` and ``convnext``, ``mobilevit``),
+in a registry.
 
 Importing the package registers every family. The public entry points are in :mod:`audiokd.models.teacher`.
 """

@@ -23,8 +23,7 @@ import torch
 from transformers import MobileViTConfig, MobileViTForImageClassification, PretrainedConfig
 
 from audiokd.config import TeacherConfig
-from audiokd.models import head_kwargs
-from audiokd.models.student import unit_batchnorm_scales
+from audiokd.models import head_kwargs, unit_batchnorm_scales
 from audiokd.models.teachers.registry import Family, Shape, register
 from audiokd.models.teachers.vit import set_head
 from audiokd.tasks import Task
@@ -32,7 +31,7 @@ from audiokd.tasks import Task
 
 def build_mobilevit(cfg: TeacherConfig, shape: Shape, task: Task) -> MobileViTForImageClassification:
     """A MobileViT with the ``mobilevit_*`` widths; batch-norm scales start at 1 (see
-    :func:`audiokd.models.student.unit_batchnorm_scales`: transformers draws them from N(0, 0.02))."""
+    :func:`audiokd.models.unit_batchnorm_scales`: transformers draws them from N(0, 0.02))."""
     channels, height, width = shape
     config = MobileViTConfig(
         num_channels=channels,
