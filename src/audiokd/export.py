@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,23 @@ def _activation_matmuls(path: Path) -> list[str]:
     return [n.name for n in graph.node if n.op_type == "MatMul" and not weights.intersection(n.input)]
 
 
+def _prepare(pre_process: Any, source: Path, prepared: Path) -> None:
+    """ONNX Runtime's pre-processing (shape inference and graph fusions the quantizer needs) of ``source``.
+
+    Its symbolic shape inference gives up on some graphs (MobileViTV2's: "Incomplete symbolic shape
+    inference"); ONNX's own shape inference still works there, so that is tried next, and the graph as
+    exported last: the quantizer then has fewer shapes to go by, never a failed stage.
+    """
+    for skip_symbolic in (False, True):
+        try:
+            pre_process(str(source), str(prepared), skip_symbolic_shape=skip_symbolic)
+            return
+        except Exception as e:  # onnxruntime raises a bare Exception here
+            what = "symbolic shape inference" if not skip_symbolic else "ONNX shape inference"
+            log.info("int8: pre-processing with %s failed (%s); trying without it", what, e)
+    shutil.copyfile(source, prepared)
+
+
 def quantize_int8(onnx_path: str | Path, out_path: str | Path, x: Any, frames: int) -> dict[str, Any]:
     """Write the int8 version of ``onnx_path`` to ``out_path``, calibrated on ``x`` (train inputs).
 
@@ -233,7 +251,7 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path, x: Any, frames: i
         # the percentile calibrator prints its progress to stdout: keep it out of the stage's output
         with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(io.StringIO()):
             prepared = Path(tmp) / "prepared.onnx"
-            quant_pre_process(str(onnx_path), str(prepared))  # shapes and fusions the quantizer needs
+            _prepare(quant_pre_process, Path(onnx_path), prepared)
             method = None
             # ranges from the 99.999th percentile first: on the embedded data min/max lost 0.038 CCC, the
             # percentile 0.006 (README: int8); min/max where the percentile's histogram fails (a tensor
