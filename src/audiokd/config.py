@@ -147,6 +147,7 @@ class TeacherConfig:
     dropout: float = _f(0.0, range=(0.0, 0.9))
     pretrained: str = ""
     epochs: int = _f(30, range=(1, 10_000))
+    min_steps: int = _f(0, range=(0, 10_000_000))  # epochs make enough passes over train for this many steps
     batch_size: int = _f(32, range=(1, 65536))
     lr: float = _f(3e-4, range=(0.0, 10.0), open_low=True)
     weight_decay: float = _f(0.05, range=(0.0, 10.0))

@@ -47,7 +47,7 @@ from audiokd.models.teacher import build_teacher, resolve_pretrained
 from audiokd.teaching.combine import mean_outputs
 from audiokd.teaching.folds import assign_folds, train_groups
 from audiokd.tracking import MetricBuffer, log_run_inputs, setup, stage_run, tracking_uri
-from audiokd.training import FitResult, fit, resolve_device, seed_everything, settings_from
+from audiokd.training import FitResult, fit, passes_for, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ def _fit(
         weight_decay=job.teacher.weight_decay,
         grad_clip=job.teacher.grad_clip,
         desc=label,
+        passes=passes_for(len(train), job.teacher.batch_size, job.teacher.epochs, job.teacher.min_steps),
     )
     aug = make_augment(job.augment, fs, train.x.shape[-1], job.runtime.seed + job.d.rank)
     ckpt = open_checkpoint(
@@ -176,7 +177,7 @@ def _fit(
         fit(model, objective, train, val, task, settings, None, checkpoint=ckpt, augment=aug)
         return ckpt
     log.info(
-        "%s: %s %.2fM parameters%s, input %s, %d train / %d val clips",
+        "%s: %s %.2fM parameters%s, input %s, %d train / %d val clips, %d epochs of %d pass(es)",
         label,
         job.teacher.arch,
         n_params / 1e6,
@@ -184,6 +185,8 @@ def _fit(
         fs.input_shape,
         len(train),
         len(val),
+        settings.epochs,
+        settings.passes,
     )
     with stage_run(job.stage, job.tracking.experiment, label, job.params, tags, run_id=ckpt.run_id) as run:
         ckpt.run_id = run.info.run_id
@@ -203,6 +206,7 @@ def _fit(
             "tracking_uri": tracking_uri(),
             "experiment": job.tracking.experiment,
             "best_epoch": result.best_epoch,
+            "passes": settings.passes,  # per epoch (teacher.min_steps)
             "task": task.kind,
             f"val_{task.primary}": result.best_score,
             "params": n_params,

@@ -154,6 +154,16 @@ MIN_WARMUP_STEPS = 25
 MAX_WARMUP_FRACTION = 0.3  # of all steps, so that short runs keep most of theirs for the cosine
 
 
+def passes_for(n: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """Shuffled passes over ``n`` rows per epoch so that ``epochs`` epochs take at least ``min_steps``
+    optimizer steps (1 when one pass per epoch already does): a few hundred clips give a handful of steps an
+    epoch, too few for a network to fit, while on a large set the same epochs are long enough already."""
+    passes = 1
+    while epoch_steps(n * passes, batch_size) * epochs < min_steps:
+        passes += 1
+    return passes
+
+
 def warmup_steps(steps_per_epoch: int, total_steps: int) -> int:
     """Linear warm-up length: one epoch (at most 10% of all steps), but at least :data:`MIN_WARMUP_STEPS`
     where the run is long enough (at most :data:`MAX_WARMUP_FRACTION` of it)."""

@@ -25,6 +25,7 @@ from audiokd.data.synthetic import generate
 from audiokd.models import predict
 from audiokd.models.teacher import load_teacher
 from audiokd.teacher_training import train_teacher
+from audiokd.training import epoch_steps, passes_for
 
 pytestmark = pytest.mark.slow  # the real stage: MLflow store, checkpoints, a few epochs per arch
 
@@ -120,3 +121,20 @@ def test_an_ast_checkpoint_for_other_mel_bins_stops_the_stage_before_training(fe
     with pytest.raises(ConfigError, match=r"audio.n_mels = 16 \(needs 128\)"):
         _train(features, teacher, tmp_path / "teacher")
     assert not (tmp_path / "teacher").exists() and not (tmp_path / "checkpoints").exists()
+
+
+def test_passes_for_reaches_min_steps_only_where_epochs_fall_short():
+    assert passes_for(150, 32, 15, 0) == 1  # off
+    # an epoch of p passes is p x 150 shuffled rows in batches of 32: 4 passes 19 steps (285), 5: 24 (360)
+    assert passes_for(150, 32, 15, 300) == 5
+    assert passes_for(800, 32, 15, 300) == 1  # 25 steps a pass: 375 steps already
+
+
+def test_min_steps_makes_each_teacher_epoch_several_passes(features, store, tmp_path):
+    meta = _train(features, TeacherConfig(arch="resnet", **{**TINY, "min_steps": 20}), tmp_path / "teacher")
+    n, b, epochs = FeatureSet.load(features[1]).count("train"), TINY["batch_size"], TINY["epochs"]
+    assert epoch_steps(n, b) * epochs < 20  # one pass an epoch falls short
+    assert meta["passes"] == passes_for(n, b, epochs, 20) > 1
+    steps = mlflow.MlflowClient().get_metric_history(meta["run_id"], "train/total_loss")
+    assert len(steps) == epoch_steps(n * meta["passes"], b) * epochs >= 20
+    assert epoch_steps(n * (meta["passes"] - 1), b) * epochs < 20  # the fewest passes that get there
