@@ -93,7 +93,7 @@ def test_no_int8_file_means_no_int8_metrics(tmp_path):
     assert score_int8(tmp_path, np.zeros((2, *SHAPE), "f4"), np.zeros((2, 2)), TASK, None, 1, None) is None
 
 
-def test_mobilevitv2_quantizes_where_symbolic_shape_inference_gives_up(tmp_path, caplog):
+def test_mobilevitv2_quantizes_where_symbolic_shape_inference_gives_up(tmp_path, caplog, monkeypatch):
     # onnxruntime's symbolic shape inference raises "Incomplete symbolic shape inference" on MobileViTV2's
     # graph; pre-processing falls back to ONNX shape inference and the student still gets its int8 file
     shape = (1, 64, 128)  # MobileViTV2 needs at least 64 x 64
@@ -101,9 +101,13 @@ def test_mobilevitv2_quantizes_where_symbolic_shape_inference_gives_up(tmp_path,
     cfg = StudentConfig(arch="mobilevitv2", width_multiplier=0.25)
     model = LogitsOnly(build_student(cfg, shape, TASK)).eval()
     export_onnx(model, torch.randn(1, *shape), tmp_path / ONNX_FILE)
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
     with caplog.at_level(logging.INFO, logger="audiokd.export"):
         meta = quantize_int8(tmp_path / ONNX_FILE, tmp_path / INT8_FILE, torch.randn(32, *shape), shape[2])
     assert "pre-processing with symbolic shape inference failed" in caplog.text
+    assert list(work.iterdir()) == []  # onnxruntime's temp files of the failed pass stay out of the cwd
     assert meta["method"].startswith("static")
     x = torch.randn(4, *shape)
     sess = ort.InferenceSession(str(tmp_path / INT8_FILE), providers=["CPUExecutionProvider"])

@@ -200,15 +200,19 @@ def _prepare(pre_process: Any, source: Path, prepared: Path) -> None:
 
     Its symbolic shape inference gives up on some graphs (MobileViTV2's: "Incomplete symbolic shape
     inference"); ONNX's own shape inference still works there, so that is tried next, and the graph as
-    exported last: the quantizer then has fewer shapes to go by, never a failed stage.
+    exported last: the quantizer then has fewer shapes to go by, never a failed stage. It runs inside
+    ``prepared``'s (temporary) folder: on failure the symbolic pass saves ``sym_shape_infer_temp.onnx`` and
+    its weights to the working directory, which would otherwise be the user's repository.
     """
-    for skip_symbolic in (False, True):
-        try:
-            pre_process(str(source), str(prepared), skip_symbolic_shape=skip_symbolic)
-            return
-        except Exception as e:  # onnxruntime raises a bare Exception here
-            what = "symbolic shape inference" if not skip_symbolic else "ONNX shape inference"
-            log.info("int8: pre-processing with %s failed (%s); trying without it", what, e)
+    source = source.resolve()
+    with contextlib.chdir(prepared.parent):
+        for skip_symbolic in (False, True):
+            try:
+                pre_process(str(source), str(prepared.resolve()), skip_symbolic_shape=skip_symbolic)
+                return
+            except Exception as e:  # onnxruntime raises a bare Exception here
+                what = "symbolic shape inference" if not skip_symbolic else "ONNX shape inference"
+                log.info("int8: pre-processing with %s failed (%s); trying without it", what, e)
     shutil.copyfile(source, prepared)
 
 
