@@ -9,6 +9,7 @@ Ratios (goal in brackets):
 - distill_step_ratio_live: distill step with the teacher run live / plain student step
 - preprocess_speedup_vs_librosa: our clips/s / per-clip librosa load + melspectrogram + power_to_db  [>= 2]
 - student_speedup_batch1 (1 thread), student_speedup_batch32 (all cores): teacher / student latency [>= 3]
+  (the teacher the pipeline trains: with ensemble.members, all members in turn, as evaluate times it)
 - onnx_speedup_batch1: student eager latency / onnxruntime latency, 1 thread                       [>= 1.5]
 - int8_speedup_batch1: fp32 / int8 ONNX Runtime latency of the student, 1 thread                   [>= 1.5]
 - int8_size_ratio: int8 / fp32 ONNX file size                                                    [<= 0.3]
@@ -40,6 +41,8 @@ from audiokd.models import LogitsOnly
 from audiokd.models.student import build_student
 from audiokd.models.teacher import build_teacher
 from audiokd.tasks import Task
+from audiokd.teaching.ensemble import member_settings
+from audiokd.teaching.live import MeanTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,13 +171,22 @@ def latency_ms(
         torch.set_flush_denormal(False)
 
 
+def pipeline_teacher(shape: tuple[int, ...], task: Task) -> torch.nn.Module:
+    """The teacher params.yaml trains, untrained: one model, or ``ensemble.members`` run one after another."""
+    teacher_cfg, ensemble, runtime = _cfg("teacher"), _cfg("ensemble"), _cfg("runtime")
+    if not ensemble.members:
+        return build_teacher(teacher_cfg, shape, task)
+    configs = [member_settings(teacher_cfg, ensemble, runtime, name)[0] for name in ensemble.members]
+    return MeanTeacher([build_teacher(c, shape, task) for c in configs], task)
+
+
 def model_speed(repeats: int) -> dict[str, object]:
     """Teacher/student latency ratios per student architecture, and ONNX Runtime vs eager for the default."""
-    audio, teacher_cfg, student_cfg = _cfg("audio"), _cfg("teacher"), _cfg("student")
+    audio, student_cfg = _cfg("audio"), _cfg("student")
     frames = int(round(audio.duration_s * audio.sample_rate)) // audio.hop_length
     shape = (1, audio.n_mels, frames)
     task = Task("regression", ("a", "b"))
-    teacher = LogitsOnly(build_teacher(teacher_cfg, shape, task)).eval()
+    teacher = LogitsOnly(pipeline_teacher(shape, task)).eval()
     x1, x32 = torch.randn(1, *shape), torch.randn(32, *shape)
     cores = os.cpu_count() or 1
     t1, t32 = latency_ms(teacher, x1, 1, repeats), latency_ms(teacher, x32, cores, max(3, repeats // 4))
@@ -235,7 +247,7 @@ def onnx_speed(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[st
 
 def gpu_speed(repeats: int, dev: torch.device) -> dict[str, object]:
     """On a GPU: teacher / student latency at batch 1 and 32, fp32 and bf16 autocast, per architecture."""
-    audio, teacher_cfg, student_cfg = _cfg("audio"), _cfg("teacher"), _cfg("student")
+    audio, student_cfg = _cfg("audio"), _cfg("student")
     frames = int(round(audio.duration_s * audio.sample_rate)) // audio.hop_length
     shape = (1, audio.n_mels, frames)
     task = Task("regression", ("a", "b"))
@@ -250,7 +262,7 @@ def gpu_speed(repeats: int, dev: torch.device) -> dict[str, object]:
 
         return median_time(run, repeats, warmup=5) * 1000
 
-    models = {"teacher": LogitsOnly(build_teacher(teacher_cfg, shape, task)).eval().to(dev)}
+    models = {"teacher": LogitsOnly(pipeline_teacher(shape, task)).eval().to(dev)}
     for arch in StudentConfig.__dataclass_fields__["arch"].metadata["choices"]:
         cfg = StudentConfig(**{**student_cfg.__dict__, "arch": arch})
         models[arch] = LogitsOnly(build_student(cfg, shape, task)).eval().to(dev)

@@ -79,6 +79,8 @@ def test_default_params_comment_every_key(repo_root):
         ("ensemble", {"members": {"a/b": {}}}, "ensemble.members.a/b: a member name uses letters"),
         ("ensemble", {"members": {"a": {"outputs": "x.csv"}}}, "ensemble.members.a.outputs: members train"),
         ("ensemble", {"members": {"a": {}, "b": {}}}, "ensemble.members.b: the same settings as"),
+        ("ensemble", {"members": {"a": {"seed": 1, "seed_offset": 2}}}, "ensemble.members.a: give seed"),
+        ("ensemble", {"members": {"a": {"seed_offset": -1}}}, "members.a.seed_offset = -1 is out"),
         ("ensemble", {"members": ["a", "b"]}, "ensemble.members: expected a mapping"),
     ],
 )

@@ -436,7 +436,8 @@ def _check_teacher(obj: TeacherConfig, prefix: str) -> None:
 
 
 def _check_members(obj: EnsembleConfig, prefix: str) -> None:
-    """Each member: a valid name and a mapping of teacher keys (each validated alone) and ``seed``."""
+    """Each member: a valid name and a mapping of teacher keys (each validated alone) and ``seed`` or
+    ``seed_offset``."""
     hints = typing.get_type_hints(TeacherConfig)
     fields = {f.name: f for f in dataclasses.fields(TeacherConfig) if f.name != "outputs"}
     seen: dict[str, str] = {}
@@ -449,15 +450,17 @@ def _check_members(obj: EnsembleConfig, prefix: str) -> None:
         if not isinstance(over, dict):
             raise ConfigError(f"{key}: expected a mapping of teacher keys (and seed), got {over!r}")
         for k, v in over.items():
-            if k == "seed":
-                _check(_coerce(v, int, f"{key}.seed"), {"range": (0, 2**31 - 1)}, f"{key}.seed")
+            if k in ("seed", "seed_offset"):
+                _check(_coerce(v, int, f"{key}.{k}"), {"range": (0, 2**31 - 1)}, f"{key}.{k}")
             elif k == "outputs":
                 raise ConfigError(f"{key}.outputs: members train; use teacher.outputs for a file of outputs")
             elif k in fields:
                 _check(_coerce(v, hints[k], f"{key}.{k}"), fields[k].metadata, f"{key}.{k}")
             else:
-                known = ", ".join(sorted([*fields, "seed"]))
+                known = ", ".join(sorted([*fields, "seed", "seed_offset"]))
                 raise ConfigError(f"{key}.{k}: unknown key; known keys: {known}")
+        if "seed" in over and "seed_offset" in over:
+            raise ConfigError(f"{key}: give seed (absolute) or seed_offset (added to runtime.seed), not both")
         same = seen.setdefault(repr(sorted(over.items())), name)
         if same != name:
             raise ConfigError(f"{key}: the same settings as {prefix}.members.{same}; give it another seed")

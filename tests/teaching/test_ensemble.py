@@ -43,6 +43,9 @@ def test_member_settings_apply_the_overrides_and_the_seed():
     assert teacher == TINY and runtime.seed == RUNTIME.seed
     with pytest.raises(ConfigError, match=r"ensemble.members.c: no such member \(members: a, b\)"):
         member_settings(TINY, ens, RUNTIME, "c")
+    ens = EnsembleConfig(members={"a": {}, "b": {"seed_offset": 1000}})
+    seeds = [member_settings(TINY, ens, RUNTIME, n)[1].seed for n in ("a", "b")]
+    assert seeds == [RUNTIME.seed, RUNTIME.seed + 1000]  # a runtime.seed sweep gives every member a new seed
     bad = EnsembleConfig(members={"a": {"num_heads": 3}})  # valid alone, but 16 is not divisible by 3
     with pytest.raises(ConfigError, match=r"ensemble.members.a.hidden_size = 16 must be divisible"):
         member_settings(TINY, bad, RUNTIME, "a")

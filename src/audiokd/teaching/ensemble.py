@@ -1,11 +1,12 @@
 """Teacher ensembles (``ensemble.members``): each member trains in its own DVC stage, the mean is the teacher.
 
 A member is a name and overrides of the ``teacher`` section (any of its keys but ``outputs``) plus an
-optional ``seed`` (``runtime.seed`` otherwise). ``teacher_member@<name>`` trains it into
-``models/teacher_members/<name>`` (a ``single`` or ``folds`` teacher folder); the train_teacher stage then
-combines the members' cached outputs (:mod:`audiokd.teaching.combine`) into ``models/teacher``, copying the
-members in as ``members/<name>/`` so the teacher folder is complete on its own (evaluate scores each member
-from there).
+optional ``seed`` (absolute) or ``seed_offset`` (added to ``runtime.seed``, so a ``runtime.seed`` sweep
+trains new members for every seed); with neither it trains with ``runtime.seed``.
+``teacher_member@<name>`` trains it into ``models/teacher_members/<name>`` (a ``single`` or ``folds``
+teacher folder); the train_teacher stage then combines the members' cached outputs
+(:mod:`audiokd.teaching.combine`) into ``models/teacher``, copying the members in as ``members/<name>/`` so
+the teacher folder is complete on its own (evaluate scores each member from there).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def member_settings(
         known = ", ".join(ensemble.members) or "none"
         raise ConfigError(f"ensemble.members.{name}: no such member (members: {known})")
     over = dict(ensemble.members[name])
-    seed = over.pop("seed", runtime.seed)
+    seed = over.pop("seed", runtime.seed + over.pop("seed_offset", 0))
     merged = build_section(TeacherConfig, {**section_to_dict(teacher), **over}, f"ensemble.members.{name}")
     return merged, dataclasses.replace(runtime, seed=seed)
 
