@@ -174,9 +174,9 @@ def latency_ms(
 def pipeline_teacher(shape: tuple[int, ...], task: Task) -> torch.nn.Module:
     """The teacher params.yaml trains, untrained: one model, or ``ensemble.members`` run one after another."""
     teacher_cfg, ensemble, runtime = _cfg("teacher"), _cfg("ensemble"), _cfg("runtime")
-    if not ensemble.members:
+    if not ensemble.active_members:
         return build_teacher(teacher_cfg, shape, task)
-    configs = [member_settings(teacher_cfg, ensemble, runtime, name)[0] for name in ensemble.members]
+    configs = [member_settings(teacher_cfg, ensemble, runtime, name)[0] for name in ensemble.active_members]
     return MeanTeacher([build_teacher(c, shape, task) for c in configs], task)
 
 

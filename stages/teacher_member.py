@@ -3,7 +3,7 @@
 from audiokd.cli import load_sections, run_stage, stage_args
 from audiokd.distributed import relaunch_if_needed
 from audiokd.teacher_training import train_teacher
-from audiokd.teaching.ensemble import member_settings
+from audiokd.teaching.ensemble import member_settings, skip_member
 
 
 def main() -> None:
@@ -20,6 +20,9 @@ def main() -> None:
         args.params, "data", "teacher", "ensemble", "tracking", "runtime", "augment"
     )
     teacher, runtime = member_settings(teacher, ensemble, runtime, args.member)
+    if not ensemble.enabled:
+        skip_member(args.member, args.out)
+        return
     relaunch_if_needed(runtime)  # runtime.nproc_per_node > 1: this script again under torchrun
     train_teacher(
         data, teacher, tracking, runtime, augment, args.features, args.out, args.params, member=args.member

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from audiokd.cli import load_sections
-from audiokd.config import SECTIONS, ConfigError, load_section, read_params
+from audiokd.config import SECTIONS, ConfigError, load_params, load_section, read_params
 
 
 def _params(repo_root):
@@ -152,3 +152,15 @@ def test_first_stage_script_refuses_a_typo_in_a_later_stage_section(repo_root, t
     err_lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(err_lines) == 1 and err_lines[0].startswith("error: distill.temprature: unknown key")
     assert list(tmp_path.iterdir()) == [bad]  # nothing synthesised
+
+
+def test_teacher_outputs_with_active_members_stop_the_first_stage(repo_root):
+    raw = read_params(repo_root / "params.yaml")
+    raw["teacher"] = {**raw["teacher"], "outputs": "outputs.csv"}
+    raw["ensemble"] = {"members": {"a": {}, "b": {"seed_offset": 1}}}
+    with pytest.raises(
+        ConfigError, match=r"^teacher.outputs and ensemble.members are both set.*ensemble.enabled"
+    ):
+        load_params(raw)
+    raw["ensemble"]["enabled"] = False
+    assert load_params(raw)["ensemble"].active_members == {}

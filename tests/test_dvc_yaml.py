@@ -121,13 +121,14 @@ def test_stage_deps_cover_every_imported_module(repo_root, stage):
 
 def test_stages_list_whole_known_sections(repo_root):
     # two exceptions: the no-KD baseline tracks distill's budget keys only, so KD weights do not rerun it;
-    # an ensemble member tracks its own entry of ensemble.members, so editing one member reruns only it
+    # an ensemble member tracks its own entry of ensemble.members (and the ensemble.enabled switch), so
+    # editing one member reruns only it
     for name, stage in _spec(repo_root).items():
         for p in stage.get("do", stage).get("params", []):
             allowed = (
                 p in SECTIONS
                 or (name == "baseline" and p.startswith("distill."))
-                or (name == "teacher_member" and p == "ensemble.members.${key}")
+                or (name == "teacher_member" and p in ("ensemble.members.${key}", "ensemble.enabled"))
             )
             assert isinstance(p, str) and allowed, f"{name}: {p}"
 

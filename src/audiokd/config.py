@@ -158,9 +158,19 @@ class TeacherConfig:
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    """Teacher ensemble: member name -> overrides of the teacher section and ``seed``; empty = one teacher."""
+    """Teacher ensemble: member name -> overrides of the teacher section and ``seed``; empty = one teacher.
+
+    ``enabled: false`` keeps the members in params but trains one teacher (or reads ``teacher.outputs``):
+    their stages then only write a marker, as the baseline does when it is off.
+    """
 
     members: dict[str, Any] = field(default_factory=dict)
+    enabled: bool = True
+
+    @property
+    def active_members(self) -> dict[str, Any]:
+        """The members that train: all of them, or none with ``enabled: false``."""
+        return self.members if self.enabled else {}
 
 
 @dataclass(frozen=True)
@@ -496,7 +506,13 @@ def load_params(raw: dict[str, Any]) -> dict[str, Any]:
     Stage entries call this rather than validating only the sections they read, so that a bad key anywhere
     (``distill.temprature``) stops the first stage that runs, not the one that reads it minutes later.
     """
-    return {name: load_section(raw, name) for name in SECTIONS}
+    sections = {name: load_section(raw, name) for name in SECTIONS}
+    if sections["teacher"].outputs and sections["ensemble"].active_members:
+        raise ConfigError(
+            "teacher.outputs and ensemble.members are both set: the student learns from one teacher source; "
+            'set teacher.outputs: "" or ensemble.enabled: false'
+        )
+    return sections
 
 
 def section_to_dict(obj: Any) -> dict[str, Any]:

@@ -118,9 +118,11 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score the models on the test split; write ``metrics.json`` (schema in the design notes) and plot data.
 
-    ``plots_dir`` receives ``<model>_history.csv`` (per-epoch losses) and ``<model>_predictions.csv``
-    (target, label, predicted) for ``teacher``, ``student`` and, when ``baseline_dir`` holds a trained
-    no-KD student, ``student_no_kd`` (then ``metrics.json`` gains ``student_no_kd`` and ``kd_gain``).
+    ``plots_dir`` receives ``<model>_history.csv`` (per-epoch losses; for a teacher of several models,
+    ``teacher_<name>_history.csv`` per model and their epoch-wise mean as the teacher's) and
+    ``<model>_predictions.csv`` (target, label, predicted) for ``teacher``, ``student`` and, when
+    ``baseline_dir`` holds a trained no-KD student, ``student_no_kd`` (then ``metrics.json`` gains
+    ``student_no_kd`` and ``kd_gain``).
     ``report_path`` (with ``figures_dir``) receives the markdown report and its PNG figures. The test
     metrics, report and figures go to the student's MLflow run, and the student is registered under
     ``tracking.registered_model`` with alias ``candidate`` (unless that name is empty). When the student
@@ -184,6 +186,9 @@ def evaluate(
         ]
         if (folder / "history.csv").is_file()
     }
+    member_histories = [h for n, h in histories.items() if n.startswith("teacher_")]
+    if "teacher" not in histories and member_histories:  # dvc.yaml's teacher plots: the members' mean
+        histories["teacher"] = pd.concat(member_histories).groupby("epoch", as_index=False).mean()
     for name, history in histories.items():
         history.to_csv(plots_dir / f"{name}_history.csv", index=False)
     for name, pred in preds.items():

@@ -51,6 +51,10 @@ def test_an_ensemble_of_two_members_each_in_its_own_stage(pipeline):
         assert f"| a | {members['a']['ccc_mean']:.4f} |" in report
         assert "The teacher is an ensemble of 2 teachers (a, b)" in report
         assert "teacher a" in pipeline.sh("audiokd", "summary").stdout
+        plots = repo / "reports" / "plots"  # dvc.yaml's teacher plots: the members' epoch-wise mean
+        hist = {n: pd.read_csv(plots / f"{n}_history.csv") for n in ("teacher", "teacher_a", "teacher_b")}
+        mean = (hist["teacher_a"]["val_loss"] + hist["teacher_b"]["val_loss"]) / 2
+        assert np.allclose(hist["teacher"]["val_loss"], mean)
 
         runs = {r.data.tags["teacher.member"]: r for r in pipeline.runs("tags.stage = 'teacher_member'")}
         assert set(runs) == {"a", "b"} and all(r.info.status == "FINISHED" for r in runs.values())

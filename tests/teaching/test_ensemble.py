@@ -15,7 +15,7 @@ from audiokd.io import read_json, write_json
 from audiokd.models import predict
 from audiokd.models.teacher import build_teacher
 from audiokd.teacher_training import train_teacher
-from audiokd.teaching.ensemble import combine_members, member_settings
+from audiokd.teaching.ensemble import combine_members, member_settings, skip_member
 from audiokd.teaching.folder import kind, models, parts
 from audiokd.teaching.live import MeanTeacher, augment_keys, check_live, load_live
 from teacher_helpers import RUNTIME, SHAPE, TINY, TRACKING, data_config, make_features
@@ -150,3 +150,10 @@ def test_fold_teachers_and_files_of_outputs_never_run_live(workdir):
         check_live(byo, hidden=False, aug_keys=keys)
     with pytest.raises(ConfigError, match=r"out-of-fold targets that exist only as cached outputs"):
         check_live(folds, hidden=False, aug_keys=keys)
+
+
+def test_a_disabled_member_writes_only_its_marker(workdir):
+    out = workdir / "members" / "a"
+    skip_member("a", out)
+    assert sorted(p.name for p in out.iterdir()) == ["meta.json"]
+    assert read_json(out / "meta.json")["enabled"] is False

@@ -130,3 +130,24 @@ def test_outputs_and_members_together_are_refused(workdir):
             workdir / "teacher",
         )
     assert read_json(features / "meta.json")["counts"]["train"] == 12
+
+
+def test_a_disabled_ensemble_gives_way_to_the_outputs(workdir):
+    # ensemble.enabled: false keeps the members in params, trains none, and the CSV is the teacher
+    features = make_features(workdir / "features")
+    csv = _write_csv(workdir, features, list(TARGETS))
+    members = EnsembleConfig(members={"a": {}, "b": {"seed_offset": 1}}, enabled=False)
+    assert members.active_members == {}
+    out = workdir / "teacher"
+    meta = make_teacher(
+        data_config(),
+        TeacherConfig(outputs=str(csv)),
+        members,
+        TRACKING,
+        RUNTIME,
+        None,  # type: ignore[arg-type]
+        features,
+        workdir / "members",
+        out,
+    )
+    assert meta["kind"] == "outputs" and kind(out) == "outputs"

@@ -46,6 +46,14 @@ def member_settings(
     return merged, dataclasses.replace(runtime, seed=seed)
 
 
+def skip_member(name: str, out_dir: str | Path) -> None:
+    """``ensemble.enabled: false``: write member ``name``'s marker folder (DVC needs the stage's output)."""
+    log.info("ensemble.enabled is false: member %s writes the marker %s/meta.json only", name, out_dir)
+    meta = {"enabled": False, "reason": "ensemble.enabled is false in params.yaml"}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "meta.json", meta)
+
+
 def combine_members(
     data: DataConfig,
     ensemble: EnsembleConfig,

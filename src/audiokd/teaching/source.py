@@ -1,7 +1,7 @@
 """The train_teacher stage: where the teacher outputs come from, chosen by params.
 
 - ``teacher.outputs`` set: read them from that CSV (:mod:`audiokd.teaching.outputs`); nothing trains.
-- ``ensemble.members`` set: combine the members, each trained by its own stage
+- ``ensemble.members`` set (and ``ensemble.enabled``): combine the members, each trained by its own stage
   (:mod:`audiokd.teaching.ensemble`).
 - neither: train one teacher, or ``teacher.folds`` fold teachers (:mod:`audiokd.teacher_training`).
 
@@ -28,7 +28,7 @@ from audiokd.teaching.outputs import import_outputs
 
 def trains_here(teacher: TeacherConfig, ensemble: EnsembleConfig) -> bool:
     """Whether the train_teacher stage trains a teacher itself (then it may run under torchrun)."""
-    return not teacher.outputs and not ensemble.members
+    return not teacher.outputs and not ensemble.active_members
 
 
 def make_teacher(
@@ -44,13 +44,13 @@ def make_teacher(
     params_file: str | Path | None = None,
 ) -> dict:
     """Write the teacher folder ``out_dir`` from a CSV of outputs, the ensemble's members, or by training."""
-    if teacher.outputs and ensemble.members:
+    if teacher.outputs and ensemble.active_members:
         raise ConfigError(
             "teacher.outputs and ensemble.members are both set: the student learns from one teacher source; "
-            'set teacher.outputs: "" or ensemble.members: {}'
+            'set teacher.outputs: "" or ensemble.enabled: false'
         )
     if teacher.outputs:
         return import_outputs(data, teacher, features_dir, out_dir)
-    if ensemble.members:
+    if ensemble.active_members:
         return combine_members(data, ensemble, features_dir, members_dir, out_dir)
     return train_teacher(data, teacher, tracking, runtime, augment, features_dir, out_dir, params_file)
