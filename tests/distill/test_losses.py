@@ -11,6 +11,7 @@ from audiokd.distill.losses import (
     SOFT_LOSSES,
     KDLoss,
     hard_mse,
+    resolve_soft_loss,
     soft_ccc,
     soft_gaussian_kl,
     soft_mse,
@@ -83,7 +84,8 @@ def test_unknown_soft_loss_is_refused_listing_the_known_ones():
 def test_params_choices_match_the_registry():
     fields = {f.name: f for f in DistillConfig.__dataclass_fields__.values()}
     for kind in ("soft", "feature", "attention"):
-        assert set(fields[f"{kind}_loss"].metadata["choices"]) == set(REGISTRY[kind]), kind
+        extra = {"auto"} if kind == "soft" else set()  # auto names a registered loss per task
+        assert set(fields[f"{kind}_loss"].metadata["choices"]) == set(REGISTRY[kind]) | extra, kind
     assert lookup("soft", "kl") is soft_gaussian_kl and SOFT_LOSSES["ccc"] is soft_ccc
 
 
@@ -153,6 +155,21 @@ def test_classification_soft_kl_is_hintons_and_ccc_is_refused():
     assert float(hard) == pytest.approx(math.log(2))  # cross-entropy, not MSE
     with pytest.raises(ValueError, match="ccc fits regression only"):
         KDLoss(alpha=0.5, temperature=1.0, soft_loss="ccc", task=task)
+
+
+def test_auto_soft_loss_is_ccc_for_regression_and_mse_for_classification():
+    from audiokd.tasks import Task
+
+    assert DistillConfig().soft_loss == "auto"
+    assert resolve_soft_loss("auto", Task("regression", ("a", "b"))) == "ccc"
+    assert resolve_soft_loss("auto", None) == "ccc"
+    assert resolve_soft_loss("auto", Task("classification", ("a", "b"))) == "mse"
+    assert resolve_soft_loss("kl", Task("regression", ("a", "b"))) == "kl"  # a chosen loss is kept
+    reg = KDLoss(alpha=0.0, temperature=1.0, soft_loss="auto", task=Task("regression", ("a", "b")))
+    assert float(reg(S, Y, T)["soft"]) == pytest.approx(float(soft_ccc(S, T, 1.0)))
+    cls = Task("classification", ("a", "b"))
+    kd = KDLoss(alpha=0.0, temperature=1.0, soft_loss="auto", task=cls)  # ccc would be refused here
+    assert float(kd(S, torch.tensor([0, 1]), T)["soft"]) == pytest.approx(float(soft_mse(S, T, 1.0)))
 
 
 @pytest.mark.parametrize("soft_loss", ["ccc", "mse", "kl", "softmax_kl"])

@@ -24,6 +24,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill import teacher_cache
+from audiokd.distill.losses import resolve_soft_loss
 from audiokd.distill.objective import build_objective
 from audiokd.distill.unlabeled import budget, training_set
 from audiokd.export import INT8_FILE, ONNX_FILE, export_student
@@ -31,6 +32,7 @@ from audiokd.interrupts import deferred
 from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params, save_labels
 from audiokd.models.student import build_student
+from audiokd.tasks import Task
 from audiokd.teaching.live import augment_keys, check_live
 from audiokd.tracking import MetricBuffer, log_run_inputs, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import fit, resolve_device, seed_everything, settings_from
@@ -42,11 +44,11 @@ def _as_list(v: object) -> list:
     return list(v) if isinstance(v, list) else [v]
 
 
-def run_name(cfg: DistillConfig) -> str:
-    """A run name that says the KD settings, so the MLflow compare view lines runs up."""
-    return (
-        f"distill T={cfg.temperature:g} a={cfg.alpha:g} b={cfg.beta:g} g={cfg.gamma:g} soft={cfg.soft_loss}"
-    )
+def run_name(cfg: DistillConfig, task: Task | None = None) -> str:
+    """A run name that says the KD settings (the soft loss ``auto`` stands for), so the MLflow compare view
+    lines runs up."""
+    soft = resolve_soft_loss(cfg.soft_loss, task)
+    return f"distill T={cfg.temperature:g} a={cfg.alpha:g} b={cfg.beta:g} g={cfg.gamma:g} soft={soft}"
 
 
 def distill(
@@ -104,7 +106,7 @@ def distill(
         cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta, splits) if use_cache else {}
         if with_pool and cached:
             cached["train"] = torch.cat([cached["train"], cached.pop(UNLABELED)])  # the rows' order
-        if cfg.soft_loss == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
+        if resolve_soft_loss(cfg.soft_loss, fs.task) == "mse" and cfg.temperature != 1.0 and cfg.alpha < 1:
             log.warning(
                 "distill.temperature = %g has no effect with distill.soft_loss = mse", cfg.temperature
             )
@@ -172,7 +174,7 @@ def distill(
                 teacher_meta["params"] / 1e6,
                 teacher_meta["params"] / n_params,
             )
-        name = run_name(cfg) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
+        name = run_name(cfg, fs.task) if stage == "distill" else f"{stage} no-KD a=1 b=0 g=0"
         log.info(
             "%s: %d labelled + %d unlabelled clips, %d epochs of %d pass(es), %d steps",
             stage,
