@@ -88,7 +88,7 @@ def test_student_validation_ccc_is_well_above_zero_by_mid_training(small_set, te
     task, train, val = small_set.task, small_set.split("train"), small_set.split("val")
     seed_everything(0)
     student = build_student(StudentConfig(arch=arch), small_set.input_shape, task)
-    cfg = DistillConfig(alpha=0.1 if kd else 1.0)  # the defaults otherwise (soft loss auto = ccc, cached)
+    cfg = DistillConfig(alpha=0.1 if kd else 1.0)  # the defaults otherwise (soft loss mse on cached outputs)
     plan = build_objective(cfg, student, None, teacher_outputs if kd else None, val.x[:2], CPU, task)
     result = fit(student, plan.objective, train, val, task, _settings(cfg.lr))
     ccc = [row["val_ccc_mean"] for row in result.history]

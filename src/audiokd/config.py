@@ -199,7 +199,7 @@ class DistillConfig:
     beta: float = _f(0.0, range=(0.0, 1000.0))
     gamma: float = _f(0.0, range=(0.0, 1000.0))
     temperature: float = _f(1.0, range=(0.0, 100.0), open_low=True)
-    soft_loss: str = _f("auto", choices=("auto", "mse", "kl", "ccc", "softmax_kl"))
+    soft_loss: str = _f("mse", choices=("mse", "kl", "ccc", "softmax_kl", "auto"))
     feature_loss: str = _f("fitnet", choices=("fitnet",))
     attention_loss: str = _f("activation", choices=("activation", "attention_map"))
     attention_p: float = _f(2.0, range=(0.5, 8.0))
