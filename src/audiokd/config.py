@@ -507,12 +507,17 @@ def load_params(raw: dict[str, Any]) -> dict[str, Any]:
     (``distill.temprature``) stops the first stage that runs, not the one that reads it minutes later.
     """
     sections = {name: load_section(raw, name) for name in SECTIONS}
-    if sections["teacher"].outputs and sections["ensemble"].active_members:
+    check_teacher_source(sections["teacher"], sections["ensemble"])
+    return sections
+
+
+def check_teacher_source(teacher: TeacherConfig, ensemble: EnsembleConfig) -> None:
+    """Refuse two teacher sources at once: a file of outputs and members that train."""
+    if teacher.outputs and ensemble.active_members:
         raise ConfigError(
             "teacher.outputs and ensemble.members are both set: the student learns from one teacher source; "
             'set teacher.outputs: "" or ensemble.enabled: false'
         )
-    return sections
 
 
 def section_to_dict(obj: Any) -> dict[str, Any]:

@@ -49,6 +49,15 @@ def write_json(path: str | Path, obj: Any) -> None:
         raise
 
 
+def write_marker(out_dir: str | Path, key: str) -> dict[str, Any]:
+    """A stage's output when ``key`` (e.g. ``baseline.enabled``) is false: a folder holding only ``meta.json``
+    with ``"enabled": false`` (DVC needs the stage's output to exist). Returns that meta."""
+    meta = {"enabled": False, "reason": f"{key} is false in params.yaml"}
+    with atomic_dir(out_dir) as tmp:
+        write_json(tmp / "meta.json", meta)
+    return meta
+
+
 def read_json(path: str | Path) -> Any:
     """Read a JSON file."""
     return json.loads(Path(path).read_text())

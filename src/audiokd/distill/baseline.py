@@ -30,7 +30,7 @@ from audiokd.data.features import FeatureSet
 from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill.run import distill
 from audiokd.distill.unlabeled import matched_passes
-from audiokd.io import atomic_dir, write_json
+from audiokd.io import write_marker
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +55,7 @@ def train_baseline(
     """Train the no-KD student into ``out_dir`` (layout as the distilled student's), or write the marker."""
     if not baseline.enabled:
         log.info("baseline.enabled is false: writing the marker %s/meta.json only", out_dir)
-        meta = {"enabled": False, "reason": "baseline.enabled is false in params.yaml"}
-        with atomic_dir(out_dir) as tmp:
-            write_json(tmp / "meta.json", meta)
-        return meta
+        return write_marker(out_dir, "baseline.enabled")
     fs = FeatureSet.load(features_dir)
     passes = matched_passes(fs.count("train"), fs.count(UNLABELED))
     if passes > 1:

@@ -27,7 +27,7 @@ from audiokd.config import (
 )
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.distill import teacher_cache
-from audiokd.io import atomic_dir, read_json, write_json
+from audiokd.io import atomic_dir, read_json, write_json, write_marker
 from audiokd.teaching.combine import combine_splits
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ def member_settings(
 def skip_member(name: str, out_dir: str | Path) -> None:
     """``ensemble.enabled: false``: write member ``name``'s marker folder (DVC needs the stage's output)."""
     log.info("ensemble.enabled is false: member %s writes the marker %s/meta.json only", name, out_dir)
-    meta = {"enabled": False, "reason": "ensemble.enabled is false in params.yaml"}
-    with atomic_dir(out_dir) as tmp:
-        write_json(tmp / "meta.json", meta)
+    write_marker(out_dir, "ensemble.enabled")
 
 
 def combine_members(

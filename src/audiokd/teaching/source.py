@@ -14,12 +14,12 @@ from pathlib import Path
 
 from audiokd.config import (
     AugmentConfig,
-    ConfigError,
     DataConfig,
     EnsembleConfig,
     RuntimeConfig,
     TeacherConfig,
     TrackingConfig,
+    check_teacher_source,
 )
 from audiokd.teacher_training import train_teacher
 from audiokd.teaching.ensemble import combine_members
@@ -44,11 +44,7 @@ def make_teacher(
     params_file: str | Path | None = None,
 ) -> dict:
     """Write the teacher folder ``out_dir`` from a CSV of outputs, the ensemble's members, or by training."""
-    if teacher.outputs and ensemble.active_members:
-        raise ConfigError(
-            "teacher.outputs and ensemble.members are both set: the student learns from one teacher source; "
-            'set teacher.outputs: "" or ensemble.enabled: false'
-        )
+    check_teacher_source(teacher, ensemble)
     if teacher.outputs:
         return import_outputs(data, teacher, features_dir, out_dir)
     if ensemble.active_members:
