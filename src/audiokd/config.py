@@ -205,6 +205,7 @@ class DistillConfig:
     attention_p: float = _f(2.0, range=(0.5, 8.0))
     teacher_layers: int | tuple[int, ...] = _f(3, range=(1, 1000), min_len=1)
     epochs: int = _f(30, range=(1, 10_000))
+    min_steps: int = _f(0, range=(0, 10_000_000))  # epochs make enough passes over train for this many steps
     batch_size: int = _f(32, range=(1, 65536))
     lr: float = _f(2e-3, range=(0.0, 10.0), open_low=True)
     weight_decay: float = _f(0.01, range=(0.0, 10.0))

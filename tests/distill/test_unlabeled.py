@@ -16,10 +16,10 @@ from audiokd.distill import teacher_cache
 from audiokd.distill.losses import KDLoss
 from audiokd.distill.objective import build_objective
 from audiokd.distill.teacher_cache import StaleCacheError
-from audiokd.distill.unlabeled import ConcatRows, budget, matched_passes
+from audiokd.distill.unlabeled import ConcatRows, baseline_passes, budget, matched_passes
 from audiokd.models.student import build_student
 from audiokd.tasks import Task
-from audiokd.training import epoch_steps, fit
+from audiokd.training import epoch_steps, fit, passes_for
 from fit_helpers import SETTINGS, SHAPE, TASK, TINY, tiny_data
 
 CLS = Task("classification", ("x", "y", "z"))
@@ -114,6 +114,21 @@ def test_budget_gives_the_baseline_at_least_the_distilled_students_steps():
             budget(labelled, 0, e, bs, matched_passes(labelled, pool))["steps"]
             >= budget(labelled, pool, e, bs)["steps"]
         )
+
+
+def test_min_steps_gives_a_small_set_more_passes_and_the_baseline_at_least_as_many_steps():
+    # 112 labelled clips, no pool, batch 32: 4 steps a pass, 120 in 30 epochs; min_steps 600 -> 6 passes
+    # (672 clips, 21 steps an epoch, 630 in all; 5 passes would be 18 steps, 540)
+    assert passes_for(112, 32, 30, 600) == 6
+    assert baseline_passes(112, 0, 30, 32, 600) == 6  # no pool: exactly distill's passes
+    assert baseline_passes(150, 700, 30, 32, 0) == matched_passes(150, 700) == 6  # off: as before
+    assert baseline_passes(150, 700, 30, 32, 600) == 6  # 810 steps already: min_steps does not bind
+    cases = [(24, 16, 2, 8, 40), (7, 100, 3, 4, 500), (33, 1, 5, 32, 77), (150, 700, 30, 32, 2000)]
+    for labelled, pool, e, bs, m in cases:
+        d = passes_for(labelled + pool, bs, e, m)
+        distilled = budget(labelled, pool, e, bs, d)["steps"]
+        assert distilled >= m and d > 1
+        assert budget(labelled, 0, e, bs, baseline_passes(labelled, pool, e, bs, m))["steps"] >= distilled
 
 
 def test_an_epoch_of_several_passes_visits_every_row_that_many_times():

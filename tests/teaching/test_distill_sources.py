@@ -11,6 +11,7 @@ import torch
 
 from audiokd.config import (
     AugmentConfig,
+    BaselineConfig,
     ConfigError,
     DistillConfig,
     EnsembleConfig,
@@ -19,8 +20,9 @@ from audiokd.config import (
 )
 from audiokd.data.features import FeatureSet, clips_table
 from audiokd.distill import teacher_cache
+from audiokd.distill.baseline import train_baseline
 from audiokd.distill.run import distill
-from audiokd.io import write_json
+from audiokd.io import read_json, write_json
 from audiokd.models import predict
 from audiokd.models.teacher import build_teacher
 from audiokd.teaching.ensemble import combine_members
@@ -82,3 +84,19 @@ def test_an_ensemble_runs_live_under_augmentation(workdir):
     run = mlflow.MlflowClient().get_run(meta["run_id"])
     assert run.data.tags["kd.teacher"] == "live" and run.info.status == "FINISHED"
     assert (workdir / "student" / "model.safetensors").is_file()
+
+
+def test_min_steps_lengthens_a_small_sets_epochs_for_distill_and_the_baseline(workdir):
+    """distill.min_steps: on a set too small for it, each epoch makes several passes, and the no-KD baseline
+    trains at least as many optimizer steps (the kd_gain compares equal budgets)."""
+    features = make_features(workdir / "features")
+    teacher = _ensemble(workdir, features)
+    n = FeatureSet.load(features).count("train")
+    cfg = dataclasses.replace(KD, epochs=2, min_steps=3 * n)  # batch 4: one pass is at most n / 4 steps
+    _distill(workdir, features, teacher, cfg, AugmentConfig())
+    kd = read_json(workdir / "student" / "meta.json")["budget"]
+    train_baseline(data_config(), STUDENT, cfg, BaselineConfig(), TRACKING, RUNTIME, AugmentConfig(),
+                   features, workdir / "baseline")  # fmt: skip
+    no_kd = read_json(workdir / "baseline" / "meta.json")["budget"]
+    assert kd["passes"] > 1 and kd["steps"] >= 3 * n
+    assert no_kd["steps"] >= kd["steps"] and no_kd["epochs"] == kd["epochs"] == 2

@@ -4,7 +4,7 @@ It reuses :func:`audiokd.distill.run.distill` with ``alpha = 1``, ``beta = gamma
 only difference from the distilled student is the teacher's signal. Unlabelled clips are of no use without a
 teacher; when the features have them, each of the baseline's epochs makes several passes over the labelled
 clips instead, so that it takes at least as many optimizer steps as the distilled student over both, in as
-many epochs (:func:`audiokd.distill.unlabeled.matched_passes`): the KD gain is not a longer training.
+many epochs (:func:`audiokd.distill.unlabeled.baseline_passes`): the KD gain is not a longer training.
 ``baseline.enabled: false`` writes a marker folder instead (DVC needs the stage's output to exist):
 ``meta.json`` with ``"enabled": false``, which the evaluate stage reads as "no baseline" and then leaves
 ``student_no_kd`` and ``kd_gain`` out.
@@ -29,7 +29,7 @@ from audiokd.config import (
 from audiokd.data.features import FeatureSet
 from audiokd.data.unlabeled import UNLABELED
 from audiokd.distill.run import distill
-from audiokd.distill.unlabeled import matched_passes
+from audiokd.distill.unlabeled import baseline_passes
 from audiokd.io import write_marker
 
 log = logging.getLogger(__name__)
@@ -57,15 +57,17 @@ def train_baseline(
         log.info("baseline.enabled is false: writing the marker %s/meta.json only", out_dir)
         return write_marker(out_dir, "baseline.enabled")
     fs = FeatureSet.load(features_dir)
-    passes = matched_passes(fs.count("train"), fs.count(UNLABELED))
+    labelled, pool = fs.count("train"), fs.count(UNLABELED)
+    passes = baseline_passes(labelled, pool, cfg.epochs, cfg.batch_size, cfg.min_steps)
     if passes > 1:
         log.info(
             "baseline: %d epochs of %d passes over the %d labelled clips, at least the steps of distill's "
-            "epochs over the labelled and %d unlabelled clips",
+            "epochs over the labelled and %d unlabelled clips%s",
             cfg.epochs,
             passes,
-            fs.count("train"),
-            fs.count(UNLABELED),
+            labelled,
+            pool,
+            f" and distill.min_steps = {cfg.min_steps}" if cfg.min_steps else "",
         )
     return distill(
         data,

@@ -35,7 +35,7 @@ from audiokd.models.student import build_student
 from audiokd.tasks import Task
 from audiokd.teaching.live import augment_keys, check_live
 from audiokd.tracking import MetricBuffer, log_run_inputs, log_torch_model, setup, stage_run, tracking_uri
-from audiokd.training import fit, resolve_device, seed_everything, settings_from
+from audiokd.training import fit, passes_for, resolve_device, seed_everything, settings_from
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +63,13 @@ def distill(
     out_dir: str | Path,
     params_file: str | Path | None = None,
     stage: str = "distill",
-    passes: int = 1,
+    passes: int | None = None,
 ) -> dict:
     """Train the student with ``total = alpha * hard + (1 - alpha) * soft`` (:mod:`audiokd.distill.losses`),
     on the labelled clips and, when the features have them, the unlabelled ones
     (:mod:`audiokd.distill.unlabeled`; ``meta.json`` records the ``budget``: clips, epochs, passes, steps).
-    ``passes``: shuffled passes over the training clips per epoch (the baseline's matched budget).
+    ``passes``: shuffled passes over the training clips per epoch (the baseline's matched budget); None = as
+    many as ``distill.min_steps`` needs (:func:`audiokd.training.passes_for`), 1 when it is 0.
 
     For response-only KD without augmentation the teacher's outputs come from its cache (computed once by
     train_teacher), so each step runs one forward pass, the student's; feature/attention terms or augmentation
@@ -129,6 +130,8 @@ def distill(
             labelled_rows=labelled_rows,
         )
         labelled = fs.count("train")
+        if passes is None:
+            passes = passes_for(len(train), cfg.batch_size, cfg.epochs, cfg.min_steps)
         clips = budget(labelled, len(train) - labelled, cfg.epochs, cfg.batch_size, passes)
 
         settings = settings_from(

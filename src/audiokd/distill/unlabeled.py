@@ -7,7 +7,8 @@
   outputs of both splits, concatenated in the same order, are indexed like the rows.
 - Budget: the no-KD baseline cannot learn from unlabelled clips, but it trains for at least as many
   optimizer steps as the distilled student, in as many epochs of several passes over the labelled clips
-  (:func:`matched_passes`), so that ``kd_gain`` is not a difference in training length. Both record their
+  (:func:`matched_passes`, :func:`baseline_passes`), so that ``kd_gain`` is not a difference in training
+  length. ``distill.min_steps`` gives both at least that many steps on a small set. Both record their
   :func:`budget`.
 """
 
@@ -20,7 +21,7 @@ import torch
 
 from audiokd.data.features import FeatureSet, SplitData
 from audiokd.data.unlabeled import UNLABELED
-from audiokd.training import epoch_steps
+from audiokd.training import epoch_steps, passes_for
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,17 @@ def matched_passes(labelled: int, unlabeled: int) -> int:
     makes each epoch this many shuffled passes, rather than training many more, shorter epochs: with 150
     labelled and 700 unlabelled clips that is 30 epochs of 6 passes, not 162 epochs, each validated."""
     return math.ceil((labelled + unlabeled) / labelled) if unlabeled and labelled else 1
+
+
+def baseline_passes(labelled: int, unlabeled: int, epochs: int, batch_size: int, min_steps: int) -> int:
+    """Passes over the ``labelled`` clips per epoch for the no-KD baseline: at least the optimizer steps of
+    distill's epochs over ``labelled + unlabeled`` clips, each of them ``passes_for(..., min_steps)`` passes
+    (``distill.min_steps``), and at least ``min_steps`` itself."""
+    distill_passes = passes_for(labelled + unlabeled, batch_size, epochs, min_steps)
+    return max(
+        matched_passes(labelled, unlabeled) * distill_passes,
+        passes_for(labelled, batch_size, epochs, min_steps),
+    )
 
 
 def budget(labelled: int, unlabeled: int, epochs: int, batch_size: int, passes: int = 1) -> dict[str, int]:
