@@ -55,3 +55,15 @@ def test_cfg_active_flags(task):
     assert both.for_students() == both  # students: true, the default
     teacher_only = AugmentConfig(freq_mask=2, time_mask=3, mixup_alpha=0.2, students=False)
     assert teacher_only.active and not teacher_only.for_students().active
+
+
+def test_mix_like_mixes_other_per_row_values_as_the_last_batch_was_mixed():
+    """augment.teacher_view clean: cached teacher outputs follow the clips' mixup, as the labels do."""
+    x, y = torch.randn(6, 1, 2, 4), torch.randn(6, 2)
+    aug = BatchAugment(AugmentConfig(mixup_alpha=0.4), REG, frames=4, seed=3)
+    _, my = aug(x, y)
+    assert not torch.equal(my, y)  # mixed
+    assert torch.allclose(aug.mix_like(y), my)  # the same lam and partners
+    masks = BatchAugment(AugmentConfig(freq_mask=1), REG, frames=4, seed=3)
+    masks(x, y)
+    assert torch.equal(masks.mix_like(y), y)  # masks alone leave the targets as they are

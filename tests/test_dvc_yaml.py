@@ -10,6 +10,7 @@ training loop).
 """
 
 import ast
+import dataclasses
 import json
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from audiokd.config import SECTIONS
+from audiokd.config import SECTIONS, AugmentConfig
 
 pytestmark = pytest.mark.slow
 
@@ -120,17 +121,29 @@ def test_stage_deps_cover_every_imported_module(repo_root, stage):
 
 
 def test_stages_list_whole_known_sections(repo_root):
-    # two exceptions: the no-KD baseline tracks distill's budget keys only, so KD weights do not rerun it;
+    # three exceptions: the no-KD baseline tracks distill's budget keys only, so KD weights do not rerun it;
     # an ensemble member tracks its own entry of ensemble.members (and the ensemble.enabled switch), so
-    # editing one member reruns only it
+    # editing one member reruns only it; the teachers and the baseline track the augment keys they use, so
+    # augment.teacher_view (distill's alone) and augment.students (not the teachers') rerun no teacher
+    augment_keys = {f"augment.{f.name}" for f in dataclasses.fields(AugmentConfig)}
+    uses_students = {"baseline": {"augment.students"}}
+    teacher_aug = augment_keys - {"augment.students", "augment.teacher_view"}
     for name, stage in _spec(repo_root).items():
         for p in stage.get("do", stage).get("params", []):
             allowed = (
                 p in SECTIONS
                 or (name == "baseline" and p.startswith("distill."))
                 or (name == "teacher_member" and p in ("ensemble.members.${key}", "ensemble.enabled"))
+                or (
+                    name in ("teacher_member", "train_teacher", "baseline")
+                    and p in teacher_aug | uses_students.get(name, set())
+                )
             )
             assert isinstance(p, str) and allowed, f"{name}: {p}"
+        listed = {p for p in stage.get("do", stage).get("params", []) if p.startswith("augment.")}
+        if listed:  # a stage that lists augment keys lists every one it reads: none may change unseen
+            needed = teacher_aug | uses_students.get(name, set())
+            assert listed == needed, f"{name}: augment keys {sorted(listed)}, not {sorted(needed)}"
 
 
 def test_deferred_imports_count_and_type_checking_ones_do_not(repo_root):

@@ -45,6 +45,7 @@ class BatchAugment:
         self.cfg, self.task, self.frames = cfg, task, frames
         self.labelled_rows = labelled_rows
         self.gen = torch.Generator().manual_seed(seed + 1)
+        self.last_mix: tuple[float, torch.Tensor] | None = None  # the last batch's mixup (lam, partners)
         self.freq = (
             torchaudio.transforms.FrequencyMasking(cfg.freq_mask, iid_masks=True) if cfg.freq_mask else None
         )
@@ -60,6 +61,7 @@ class BatchAugment:
         self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Augment one batch (``idx``: its rows' indices in the training set)."""
+        self.last_mix = None
         if x.shape[-1] > self.frames:
             offsets = torch.randint(0, x.shape[-1] - self.frames + 1, (x.shape[0],), generator=self.gen)
             x = torch.stack([xi[..., o : o + self.frames] for xi, o in zip(x, offsets.tolist(), strict=True)])
@@ -81,7 +83,15 @@ class BatchAugment:
             x = lam * x + (1 - lam) * x[perm]
             y = self.task.as_mixable(y)
             y = lam * y + (1 - lam) * y[perm]
+            self.last_mix = (lam, perm)
         return x, y
+
+    def mix_like(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-row values ``t`` of the last batch (e.g. cached teacher outputs) mixed as its clips were."""
+        if self.last_mix is None:
+            return t
+        lam, perm = self.last_mix
+        return lam * t + (1 - lam) * t[perm.to(t.device)]
 
     def _partners(self, n: int, idx: torch.Tensor | None) -> torch.Tensor:
         """A random mixup partner for each of ``n`` rows, of the same kind (labelled or not) as the row."""

@@ -100,14 +100,21 @@ class AudioConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Train-time augmentation for the teacher and, with ``students``, the students too (then distill runs the
-    teacher live on the augmented batches)."""
+    """Train-time augmentation for the teacher and, with ``students``, the students too.
+
+    ``teacher_view`` says what the teacher sees when a student's batch is augmented: ``augmented`` runs it live
+    on the same augmented batch (consistent teaching, Beyer et al. 2022, arXiv:2106.05237; a teacher forward
+    per step); ``clean`` keeps its cached outputs on the clean clips as the soft targets of the augmented views
+    (Noisy Student, Xie et al. 2020, arXiv:1911.04252; one student forward per step), mixed like the labels
+    under mixup.
+    """
 
     freq_mask: int = _f(0, range=(0, 512))
     time_mask: int = _f(0, range=(0, 10_000))
     num_masks: int = _f(2, range=(0, 16))
     mixup_alpha: float = _f(0.0, range=(0.0, 10.0))
     students: bool = True
+    teacher_view: str = _f("augmented", choices=("augmented", "clean"))
 
     def for_students(self) -> AugmentConfig:
         """What the students' batches get: this section, or no masks and no mixup without ``students``."""

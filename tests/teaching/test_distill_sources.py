@@ -68,6 +68,21 @@ def test_a_file_of_outputs_cannot_run_live_under_augmentation(workdir):
     assert not (workdir / "student").exists()
 
 
+def test_a_file_of_outputs_teaches_augmented_students_from_the_clean_clips(workdir):
+    """augment.teacher_view clean: the cached outputs are the targets of the augmented views, no live run."""
+    features = make_features(workdir / "features")
+    csv = workdir / "outputs.csv"
+    rows = [clips_table(features, s)[["path", *TARGETS]] for s in ("train", "val")]
+    pd.concat(rows).to_csv(csv, index=False)
+    import_outputs(data_config(), TeacherConfig(outputs=str(csv)), features, workdir / "teacher")
+    augment = dataclasses.replace(MIXUP, freq_mask=2, teacher_view="clean")
+    meta = _distill(workdir, features, workdir / "teacher", augment=augment)
+    run = mlflow.MlflowClient().get_run(meta["run_id"])
+    assert run.data.tags["kd.teacher"] == "cached" and run.info.status == "FINISHED"
+    assert run.data.params["augment.teacher_view"] == "clean"
+    assert {"train/hard_loss", "train/soft_loss"} <= set(run.data.metrics)
+
+
 def test_an_ensemble_cannot_give_hidden_layers(workdir):
     features = make_features(workdir / "features")
     teacher = _ensemble(workdir, features)

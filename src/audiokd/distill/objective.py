@@ -1,7 +1,9 @@
 """The per-step distillation objective: which teacher signal, which intermediate outputs, which terms.
 
 - Response-only KD (``beta == gamma == 0``): the teacher's outputs come from its cache; each step runs one
-  forward pass, the student's, and no hidden states are requested from anyone.
+  forward pass, the student's, and no hidden states are requested from anyone. Augmented student batches
+  keep the cache with ``augment.teacher_view`` clean (mixed as mixup mixed the clips); with ``augmented``
+  the teacher runs live on the augmented batch instead.
 - Feature or attention terms on: the teacher runs live, frozen in eval mode under ``no_grad``, once per step,
   with ``output_hidden_states`` (and ``output_attentions`` for ``attention_map``); its outputs for the soft
   loss come from that same pass, never a second one.
@@ -15,6 +17,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -35,6 +39,9 @@ from audiokd.models.teachers import family_of
 from audiokd.tasks import Task
 from audiokd.teaching.live import load_live
 from audiokd.training import Objective
+
+if TYPE_CHECKING:
+    from audiokd.augment import BatchAugment
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +94,15 @@ def build_objective(
     task: Task | None = None,
     force_live: bool = False,
     labelled_rows: int | None = None,
+    mix: BatchAugment | None = None,
 ) -> DistillObjective:
     """Assemble the KD objective for ``cfg``; ``sample_x`` (a couple of clips) sizes the projections.
 
     ``force_live``: augmentation changes the input, so the cache does not apply; the teacher runs live on
     the augmented batch (without hidden states unless beta or gamma asks for them).
     ``labelled_rows``: training rows from this index on are unlabelled clips (None: every row is labelled).
+    ``mix``: the batches' augmentation; cached teacher outputs are mixed as its mixup mixed the clips
+    (``augment.teacher_view`` clean: the clean clip's outputs stand for its masked or cropped views).
     """
     inner_on = cfg.beta > 0 or cfg.gamma > 0
 
@@ -131,6 +141,8 @@ def build_objective(
         ) -> dict[str, torch.Tensor]:
             logits, _ = _student_pass(net, x, False, False)
             teacher_logits = None if teacher_out is None else teacher_out[idx.to(device)]
+            if teacher_logits is not None and mix is not None:
+                teacher_logits = mix.mix_like(teacher_logits)
             return kd(logits, y, teacher_logits, labelled=labelled(idx))
 
         return DistillObjective(cached_objective, (), live_teacher=False, terms=kd.active_terms)

@@ -71,9 +71,10 @@ def distill(
     ``passes``: shuffled passes over the training clips per epoch (the baseline's matched budget); None = as
     many as ``distill.min_steps`` needs (:func:`audiokd.training.passes_for`), 1 when it is 0.
 
-    For response-only KD without augmentation the teacher's outputs come from its cache (computed once by
-    train_teacher), so each step runs one forward pass, the student's; feature/attention terms or augmentation
-    run the teacher live, once per step (:mod:`audiokd.distill.objective`). Writes ``out_dir``
+    For response-only KD without augmentation, or with ``augment.teacher_view`` clean, the teacher's outputs
+    come from its cache (computed once by train_teacher), so each step runs one forward pass, the student's;
+    feature/attention terms, or augmentation with ``teacher_view`` augmented, run the teacher live, once per
+    step (:mod:`audiokd.distill.objective`). Writes ``out_dir``
     (``save_pretrained`` files, ``history.csv``, ``meta.json``) and logs the student to MLflow as a model
     named ``student``. Checkpoints every
     epoch and resumes a killed run (:mod:`audiokd.checkpoint`).
@@ -99,10 +100,12 @@ def distill(
         val = fs.split("val")
         student_aug = augment.for_students()  # augment.students false: the teacher's alone
         aug = make_augment(student_aug, fs, train.x.shape[-1], runtime.seed + d.rank, labelled_rows)
-        if teacher_dir is not None and (inner_on or (cfg.alpha < 1 and aug is not None)):
+        # augmented batches see the teacher live, unless augment.teacher_view = clean keeps its cached outputs
+        live_aug = aug is not None and augment.teacher_view == "augmented"
+        if teacher_dir is not None and (inner_on or (cfg.alpha < 1 and live_aug)):
             # an ensemble, fold teachers or a file of outputs may not run live: refuse before any training
             check_live(teacher_dir, inner_on, augment_keys(student_aug, train.x.shape[-1] > fs.frames))
-        use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and aug is None
+        use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and not live_aug
         splits = ("train", "val", UNLABELED) if with_pool else ("train", "val")
         cached = teacher_cache.load(teacher_dir, Path(features_dir), fs.meta, splits) if use_cache else {}
         if with_pool and cached:
@@ -126,8 +129,9 @@ def distill(
             sample,
             device,
             fs.task,
-            force_live=aug is not None,
+            force_live=live_aug,
             labelled_rows=labelled_rows,
+            mix=aug,
         )
         labelled = fs.count("train")
         if passes is None:
