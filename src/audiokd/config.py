@@ -102,11 +102,11 @@ class AudioConfig:
 class AugmentConfig:
     """Train-time augmentation for the teacher and, with ``students``, the students too.
 
-    ``teacher_view`` says what the teacher sees when a student's batch is augmented: ``augmented`` runs it live
-    on the same augmented batch (consistent teaching, Beyer et al. 2022, arXiv:2106.05237; a teacher forward
-    per step); ``clean`` keeps its cached outputs on the clean clips as the soft targets of the augmented views
-    (Noisy Student, Xie et al. 2020, arXiv:1911.04252; one student forward per step), mixed like the labels
-    under mixup.
+    ``teacher_view`` says what the teacher sees when a student's batch is augmented: ``augmented`` runs it
+    live on the same augmented batch (consistent teaching, Beyer et al. 2022, arXiv:2106.05237; a teacher
+    forward per step); ``clean`` keeps its cached outputs on the clean clips as the soft targets of the
+    augmented views (Noisy Student, Xie et al. 2020, arXiv:1911.04252; one student forward per step), mixed
+    like the labels under mixup.
     """
 
     freq_mask: int = _f(0, range=(0, 512))
