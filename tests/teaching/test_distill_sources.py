@@ -57,12 +57,18 @@ def _distill(workdir, features, teacher, cfg=KD, augment=MIXUP):
     )
 
 
-def test_a_file_of_outputs_cannot_run_live_under_augmentation(workdir):
+def _outputs_teacher(workdir):
+    """Features and a teacher folder made from a file of outputs (the labels themselves, as any model's)."""
     features = make_features(workdir / "features")
     csv = workdir / "outputs.csv"
     rows = [clips_table(features, s)[["path", *TARGETS]] for s in ("train", "val")]
     pd.concat(rows).to_csv(csv, index=False)
     import_outputs(data_config(), TeacherConfig(outputs=str(csv)), features, workdir / "teacher")
+    return features
+
+
+def test_a_file_of_outputs_cannot_run_live_under_augmentation(workdir):
+    features = _outputs_teacher(workdir)
     with pytest.raises(ConfigError, match=r"^augment.mixup_alpha: augmented batches need the teacher run"):
         _distill(workdir, features, workdir / "teacher")
     assert not (workdir / "student").exists()
@@ -70,11 +76,7 @@ def test_a_file_of_outputs_cannot_run_live_under_augmentation(workdir):
 
 def test_a_file_of_outputs_teaches_augmented_students_from_the_clean_clips(workdir):
     """augment.teacher_view clean: the cached outputs are the targets of the augmented views, no live run."""
-    features = make_features(workdir / "features")
-    csv = workdir / "outputs.csv"
-    rows = [clips_table(features, s)[["path", *TARGETS]] for s in ("train", "val")]
-    pd.concat(rows).to_csv(csv, index=False)
-    import_outputs(data_config(), TeacherConfig(outputs=str(csv)), features, workdir / "teacher")
+    features = _outputs_teacher(workdir)
     augment = dataclasses.replace(MIXUP, freq_mask=2, teacher_view="clean")
     meta = _distill(workdir, features, workdir / "teacher", augment=augment)
     run = mlflow.MlflowClient().get_run(meta["run_id"])
