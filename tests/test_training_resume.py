@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -35,12 +37,18 @@ class Objective:
 AUGMENT = AugmentConfig(freq_mask=8, mixup_alpha=0.2)
 
 
-def _run(objective: Objective, ckpt: Checkpointer | None = None, augment: AugmentConfig | None = None):
+def _run(
+    objective: Objective,
+    ckpt: Checkpointer | None = None,
+    augment: AugmentConfig | None = None,
+    ema_decay: float = 0.0,
+):
     seed_everything(0)  # what a fresh stage process does before it builds the model
     model = build_student(TINY, SHAPE, TASK)
     train, val = tiny_data()
     aug = BatchAugment(augment, TASK, SHAPE[-1], seed=0) if augment is not None else None
-    result = fit(model, objective, train, val, TASK, SETTINGS, checkpoint=ckpt, augment=aug)
+    s = dataclasses.replace(SETTINGS, ema_decay=ema_decay)
+    result = fit(model, objective, train, val, TASK, s, checkpoint=ckpt, augment=aug)
     return result, {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -49,20 +57,24 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("augment", [None, AUGMENT], ids=["plain", "freq_mask-mixup"])
-def test_two_clean_runs_are_identical_and_a_resumed_run_matches_them(tmp_path, augment):
-    first, w1 = _run(Objective(), augment=augment)
-    second, w2 = _run(Objective(), augment=augment)
+@pytest.mark.parametrize(
+    ("augment", "ema"), [(None, 0.0), (AUGMENT, 0.0), (None, 0.9)], ids=["plain", "freq_mask-mixup", "ema"]
+)
+def test_two_clean_runs_are_identical_and_a_resumed_run_matches_them(tmp_path, augment, ema):
+    first, w1 = _run(Objective(), augment=augment, ema_decay=ema)
+    second, w2 = _run(Objective(), augment=augment, ema_decay=ema)
     assert first.history == second.history and _same(w1, w2)
 
     ckpt = Checkpointer("teacher", {"params": "p"}, tmp_path)
     with pytest.raises(KeyboardInterrupt):
-        _run(Objective(stop_at=8), ckpt, augment)  # Ctrl-C in the 2nd step of epoch 3 (3 steps per epoch)
+        _run(
+            Objective(stop_at=8), ckpt, augment, ema
+        )  # Ctrl-C in the 2nd step of epoch 3 (3 steps per epoch)
     assert ckpt.saved_epoch == 2
 
     resumed_ckpt = Checkpointer("teacher", {"params": "p"}, tmp_path)
     assert resumed_ckpt.load() is not None
-    resumed, w3 = _run(Objective(), resumed_ckpt, augment)
+    resumed, w3 = _run(Objective(), resumed_ckpt, augment, ema)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert resumed.history == first.history
     assert (resumed.best_epoch, resumed.best_score) == (first.best_epoch, first.best_score)

@@ -135,6 +135,7 @@ class TrainingParts:
     generator: torch.Generator
     augment_generator: torch.Generator | None = None  # the batch augmentation's (audiokd.augment)
     scaler: torch.amp.GradScaler | None = None  # fp16 loss scaling: its scale and growth tracker
+    ema: Any = None  # the weight average (audiokd.averaging.WeightAverage), when training keeps one
 
     def rng(self) -> dict[str, Any]:
         """This process's random generator states (:func:`capture_rng`)."""
@@ -263,6 +264,7 @@ class Checkpointer:
             "rng": parts.rng(),
             "rank_rng": rank_rng or [],
             "scaler": parts.scaler.state_dict() if parts.scaler is not None else {},
+            "ema": parts.ema.state_dict() if parts.ema is not None else None,
         }
         try:
             _atomic_save(state, self.path)
@@ -294,6 +296,8 @@ class Checkpointer:
             restore_rng(rng, parts.generator, parts.augment_generator)
             if parts.scaler is not None and s["scaler"]:
                 parts.scaler.load_state_dict(s["scaler"])
+            if parts.ema is not None:
+                parts.ema.load_state_dict(s["ema"])
         except (RuntimeError, ValueError, KeyError, TypeError) as e:
             aside = self.set_aside()
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

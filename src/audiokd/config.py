@@ -159,6 +159,7 @@ class TeacherConfig:
     lr: float = _f(3e-4, range=(0.0, 10.0), open_low=True)
     weight_decay: float = _f(0.05, range=(0.0, 10.0))
     grad_clip: float = _f(1.0, range=(0.0, 1e6))  # max global gradient norm; 0 = no clipping
+    ema_decay: float = _f(0.0, range=(0.0, 0.99999))  # EMA of the weights is validated and kept; 0 = off
     outputs: str = ""  # a CSV of teacher outputs per clip from any model: no teacher trains
     folds: int = _f(0, range=(0, 100))  # >= 2: out-of-fold outputs on the train split from k fold teachers
 
@@ -217,6 +218,7 @@ class DistillConfig:
     lr: float = _f(2e-3, range=(0.0, 10.0), open_low=True)
     weight_decay: float = _f(0.01, range=(0.0, 10.0))
     grad_clip: float = _f(1.0, range=(0.0, 1e6))  # max global gradient norm; 0 = no clipping
+    ema_decay: float = _f(0.0, range=(0.0, 0.99999))  # EMA of the weights is validated and kept; 0 = off
     unlabeled_weight: float = _f(1.0, range=(0.0, 100.0))
 
 

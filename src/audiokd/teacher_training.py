@@ -156,6 +156,7 @@ def _fit(
         lr=job.teacher.lr,
         weight_decay=job.teacher.weight_decay,
         grad_clip=job.teacher.grad_clip,
+        ema_decay=job.teacher.ema_decay,
         desc=label,
         passes=passes_for(len(train), job.teacher.batch_size, job.teacher.epochs, job.teacher.min_steps),
     )

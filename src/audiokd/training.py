@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from audiokd.averaging import WeightAverage
 from audiokd.checkpoint import Checkpointer, LoopState, TrainingParts
 from audiokd.config import ConfigError, RuntimeConfig
 from audiokd.data.features import SplitData
@@ -64,6 +65,7 @@ class FitSettings:
     precision: str = "32"  # 32 | bf16 | 16: autocast dtype of forward and loss (see runtime.precision)
     num_workers: int = 0  # DataLoader worker processes that slice batches (0: the training process does)
     compile: bool = False  # torch.compile the training forward
+    ema_decay: float = 0.0  # > 0: validate and keep an exponential moving average of the weights (averaging)
 
 
 _DTYPES = {"bf16": torch.bfloat16, "16": torch.float16}
@@ -81,6 +83,7 @@ def settings_from(
     desc: str,
     grad_clip: float = 1.0,
     passes: int = 1,
+    ema_decay: float = 0.0,
 ) -> FitSettings:
     """FitSettings from a training section's values and the ``runtime`` section."""
     if str(runtime.precision) == "16" and device.type != "cuda":
@@ -99,6 +102,7 @@ def settings_from(
         precision=str(runtime.precision),
         num_workers=runtime.num_workers,
         compile=runtime.compile,
+        ema_decay=ema_decay,
     )
 
 
@@ -267,6 +271,9 @@ def fit(
 ) -> FitResult:
     """Train ``model`` with AdamW; keep the epoch with the best validation quality (``task.primary``).
 
+    With ``s.ema_decay > 0`` the model validated (and kept) each epoch is the exponential moving average of
+    the weights (:mod:`audiokd.averaging`); training itself goes on with the live weights.
+
     ``extra_modules`` train beside the model (e.g. feature-distillation projections) but are not part of it.
     ``augment`` transforms each training batch ``(x, y)`` before the objective sees it.
     With ``checkpoint``, the loop state is saved at the end of every epoch, and a loaded checkpoint
@@ -305,7 +312,8 @@ def fit(
     scaler = torch.amp.GradScaler("cuda", enabled=s.precision == "16")
     aug_gen = getattr(augment, "gen", None)  # BatchAugment's own generator: resumed, not re-seeded
     aug_gen = aug_gen if isinstance(aug_gen, torch.Generator) else None
-    parts = TrainingParts(model, extra_modules, opt, sched, gen, aug_gen, scaler)
+    ema = WeightAverage(model, s.ema_decay) if s.ema_decay > 0 else None
+    parts = TrainingParts(model, extra_modules, opt, sched, gen, aug_gen, scaler, ema)
     first_epoch = 1
     if checkpoint is not None and checkpoint.state is not None:
         done = checkpoint.restore(parts, d.rank)
@@ -362,27 +370,31 @@ def fit(
                 scaler.step(opt)
                 scaler.update()
                 sched.step()
+                if ema is not None:
+                    ema.update()
                 step += 1
                 losses.add(step, terms, values)
                 bar.update()
                 if losses.due or b == steps_per_epoch - 1:  # the host copy: see audiokd.step_losses
                     _take(losses.drain(), sums, metrics, bar, s.desc, epoch, checkpoint)
-        # eval-mode batch norm with statistics of the current weights, not the lagging running averages
-        recalibrate_batchnorm(model, train.x, s.device, val.x.shape[-1])
-        d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
-        constant: list[str] = []
-        val_metrics = evaluate_split(model, val, task, s.device, d, constant)
-        note_constant(s.desc, epoch, task, constant, metrics, d.main)
+        # with an average, that is what is validated and kept
+        with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+            # eval-mode batch norm with statistics of the current weights, not the lagging running averages
+            recalibrate_batchnorm(model, train.x, s.device, val.x.shape[-1])
+            d.sync_buffers(model)  # every rank validates (and rank 0 saves) the same batch-norm statistics
+            constant: list[str] = []
+            val_metrics = evaluate_split(model, val, task, s.device, d, constant)
+            note_constant(s.desc, epoch, task, constant, metrics, d.main)
+            improved = val_metrics[task.primary] > best.best_score
+            if improved:
+                best.best_epoch, best.best_score = epoch, val_metrics[task.primary]
+                best_state = copy.deepcopy(model.state_dict())
         row = {
             "epoch": epoch,
             **{f"train_{k}_loss": v / steps_per_epoch for k, v in sums.items()},
             **{f"val_{k}": v for k, v in val_metrics.items()},
         }
         best.history.append(row)
-        improved = val_metrics[task.primary] > best.best_score
-        if improved:
-            best.best_epoch, best.best_score = epoch, val_metrics[task.primary]
-            best_state = copy.deepcopy(model.state_dict())
         if metrics is not None:
             metrics.add({f"val/{k}": v for k, v in val_metrics.items()}, epoch)
         # each rank's random states (dropout, augmentation differ by rank): a collective, so on every rank

@@ -147,6 +147,7 @@ def distill(
             lr=cfg.lr,
             weight_decay=cfg.weight_decay,
             grad_clip=cfg.grad_clip,
+            ema_decay=cfg.ema_decay,
             desc=stage,
             passes=passes,
         )
