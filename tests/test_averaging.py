@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from audiokd.averaging import WeightAverage
+from audiokd.config import ConfigError, load_section
 from audiokd.distill.losses import hard_mse
 from audiokd.models.student import build_student
 from audiokd.training import fit, seed_everything
@@ -73,3 +74,12 @@ def test_the_loop_trains_the_live_weights_but_validates_and_keeps_the_average():
     assert [r["val_loss"] for r in plain.history] != [r["val_loss"] for r in averaged.history]
     kept = dict(averaged_model.named_parameters())
     assert any(not torch.equal(p, kept[n]) for n, p in plain_model.named_parameters())
+
+
+@pytest.mark.parametrize("section", ["teacher", "distill"])
+def test_ema_decay_is_a_validated_key_that_is_off_unless_set(section):
+    assert load_section({section: {}}, section).ema_decay == 0.0
+    assert load_section({section: {"ema_decay": 0.99}}, section).ema_decay == 0.99
+    for bad in (1.0, -0.1):
+        with pytest.raises(ConfigError, match=rf"{section}\.ema_decay"):
+            load_section({section: {"ema_decay": bad}}, section)
