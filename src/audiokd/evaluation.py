@@ -18,6 +18,7 @@ from mlflow.exceptions import MlflowException
 from audiokd.config import DataConfig, EvaluateConfig, ExportConfig, TrackingConfig
 from audiokd.data.features import FeatureSet, check_targets
 from audiokd.deployable import deploy_tags, gate, score_int8
+from audiokd.groups import group_table, split_groups
 from audiokd.io import read_json, write_json
 from audiokd.metrics import gain_verdict, paired_bootstrap_ci
 from audiokd.models import count_params, predict, weights_size_mb
@@ -122,7 +123,9 @@ def evaluate(
     ``teacher_<name>_history.csv`` per model and their epoch-wise mean as the teacher's) and
     ``<model>_predictions.csv`` (target, label, predicted) for ``teacher``, ``student`` and, when
     ``baseline_dir`` holds a trained no-KD student, ``student_no_kd`` (then ``metrics.json`` gains
-    ``student_no_kd`` and ``kd_gain``).
+    ``student_no_kd`` and ``kd_gain``). When the test clips come from several groups (the manifest's
+    ``group`` column, e.g. speakers), ``groups.csv`` holds each model's quality and bias per group
+    (:mod:`audiokd.groups`), and the report shows the student's worst groups.
     ``report_path`` (with ``figures_dir``) receives the markdown report and its PNG figures. The test
     metrics, report and figures go to the student's MLflow run, and the student is registered under
     ``tracking.registered_model`` with alias ``candidate`` (unless that name is empty). When the student
@@ -196,6 +199,12 @@ def evaluate(
         _predictions_table(pred, y_true, fs.targets).to_csv(
             plots_dir / f"{name}_predictions.csv", index=False
         )
+    groups = split_groups(features_dir)
+    by_group = group_table(preds, y_true, groups, fs.task) if groups is not None else None
+    if by_group is not None:
+        by_group.to_csv(plots_dir / "groups.csv", index=False)
+    else:
+        (plots_dir / "groups.csv").unlink(missing_ok=True)  # a previous run's, for other clips
     write_json(metrics_path, metrics)
     setup(tracking.experiment)
     registered = _register(folders["student"], tracking, metrics.get("student_int8"))
@@ -204,7 +213,16 @@ def evaluate(
         figures_dir = Path(figures_dir) if figures_dir is not None else Path(report_path).parent / "figures"
         note = teacher_note(folders["teacher"], metrics)
         figures = write_report(
-            metrics, fs.targets, histories, preds, y_true, report_path, figures_dir, registered, note
+            metrics,
+            fs.targets,
+            histories,
+            preds,
+            y_true,
+            report_path,
+            figures_dir,
+            registered,
+            note,
+            by_group,
         )
     _log_to_runs(folders, metrics, Path(metrics_path), report_path, figures)
     return metrics

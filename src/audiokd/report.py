@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from audiokd import groups
 from audiokd.metrics import gain_verdict
 
 log = logging.getLogger(__name__)
@@ -269,6 +270,7 @@ def render_markdown(
     figures: dict[str, str],
     registry: str | None = None,
     teacher_note: str | None = None,
+    by_group: pd.DataFrame | None = None,
 ) -> str:
     """``report.md`` text: verdict, teacher vs student table, figures (``figures``: caption -> path)."""
     models = [m for m in MODELS if m in metrics]
@@ -286,6 +288,11 @@ def render_markdown(
         "",
         *_table(metrics, models, targets),
         *_members_table(metrics),
+        *(
+            groups.markdown(by_group, quality_key(metrics), QUALITY_LABEL[quality_key(metrics)], MODELS)
+            if by_group is not None
+            else []
+        ),
         "",
         _student_ratios(metrics),
     ]
@@ -312,6 +319,7 @@ def write_report(
     figures_dir: str | Path,
     registry: str | None = None,
     teacher_note: str | None = None,
+    by_group: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Draw the figures into ``figures_dir`` and write ``report_path``; returns the figure paths."""
     report_path, figures_dir = Path(report_path), Path(figures_dir)
@@ -334,6 +342,6 @@ def write_report(
         )
     rel = {k: Path(os.path.relpath(p, report_path.parent)).as_posix() for k, p in drawn.items()}
     report_path.parent.mkdir(parents=True, exist_ok=True)
-    report_path.write_text(render_markdown(metrics, targets, rel, registry, teacher_note))
+    report_path.write_text(render_markdown(metrics, targets, rel, registry, teacher_note, by_group))
     log.info("report: %s with %d figures in %s", report_path, len(drawn), figures_dir)
     return list(drawn.values())
