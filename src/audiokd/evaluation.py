@@ -224,7 +224,8 @@ def evaluate(
             note,
             by_group,
         )
-    _log_to_runs(folders, metrics, Path(metrics_path), report_path, figures)
+    tables = [plots_dir / "groups.csv"] if by_group is not None else []
+    _log_to_runs(folders, metrics, Path(metrics_path), report_path, figures, tables)
     return metrics
 
 
@@ -262,8 +263,10 @@ def _log_to_runs(
     metrics_path: Path,
     report_path: str | Path | None,
     figures: list[Path],
+    tables: tuple[Path, ...] | list[Path] = (),
 ) -> None:
-    """Attach the test metrics, report and figures to the distill run (and the no-KD run's own scores)."""
+    """Attach the test metrics, report, figures and ``tables`` (per-group scores) to the distill run (and
+    the no-KD run's own scores)."""
     client = mlflow.MlflowClient()
     run_id = _tracked_run(folders["student"])
     if run_id:
@@ -289,6 +292,8 @@ def _log_to_runs(
         for k, v in flat.items():
             client.log_metric(run_id, k, float(v))
         client.log_artifact(run_id, str(metrics_path), artifact_path="reports")
+        for table in tables:
+            client.log_artifact(run_id, str(table), artifact_path="reports")
         if report_path is not None:
             client.log_artifact(run_id, str(report_path), artifact_path="report")
             for fig in figures:
