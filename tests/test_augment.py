@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from audiokd.augment import BatchAugment, center_frames
+from audiokd.augment import BatchAugment, ViewBank, center_frames
 from audiokd.config import AugmentConfig
 from audiokd.tasks import Task
 
@@ -67,3 +67,32 @@ def test_mix_like_mixes_other_per_row_values_as_the_last_batch_was_mixed():
     masks = BatchAugment(AugmentConfig(freq_mask=1), REG, frames=4, seed=3)
     masks(x, y)
     assert torch.equal(masks.mix_like(y), y)  # masks alone leave the targets as they are
+
+
+def test_stored_views_are_fixed_masks_within_their_bounds():
+    cfg = AugmentConfig(freq_mask=5, time_mask=7, num_masks=2, teacher_view="stored")
+    bank = ViewBank(cfg, rows=10, views=4, n_mels=16, frames=32, seed=3)
+    x = torch.ones(6, 1, 16, 32)
+    rows, k = torch.tensor([0, 1, 2, 3, 4, 0]), torch.tensor([0, 1, 2, 3, 0, 1])
+    a, b = bank.apply(x, rows, k), bank.apply(x, rows, k)
+    assert torch.equal(a, b)  # view k of row i is one input, whenever it is made
+    assert not torch.equal(a[0], a[5])  # row 0's views 0 and 1 differ (the draw makes that all but certain)
+    assert torch.equal(ViewBank(cfg, 10, 4, 16, 32, seed=3).apply(x, rows, k), a)  # the seed decides
+    for view in a[:, 0]:
+        rows_masked = int((view == 0).all(1).sum())  # whole mel bins zeroed by the frequency masks
+        cols_masked = int((view == 0).all(0).sum())
+        assert rows_masked <= 2 * 4 and cols_masked <= 2 * 6  # two masks, each narrower than its maximum
+        assert set(view.unique().tolist()) <= {0.0, 1.0}
+    assert (a == 0).any()
+
+
+def test_a_bank_replaces_fresh_masks_and_says_which_view_each_row_got():
+    cfg = AugmentConfig(freq_mask=4, time_mask=4, num_masks=1, teacher_view="stored")
+    aug = BatchAugment(cfg, REG, frames=16, seed=0)
+    aug.bank = ViewBank(cfg, rows=8, views=3, n_mels=8, frames=16, seed=0)
+    x, idx = torch.randn(4, 1, 8, 16), torch.tensor([7, 2, 5, 0])
+    out, _ = aug(x, torch.zeros(4, 1), idx)
+    assert aug.last_views is not None and aug.last_views.shape == (4,)
+    assert torch.equal(out, aug.bank.apply(x, idx, aug.last_views))
+    with pytest.raises(ValueError, match="row indices"):
+        aug(x, torch.zeros(4, 1))

@@ -106,7 +106,10 @@ class AugmentConfig:
     live on the same augmented batch (consistent teaching, Beyer et al. 2022, arXiv:2106.05237; a teacher
     forward per step); ``clean`` keeps its cached outputs on the clean clips as the soft targets of the
     augmented views (Noisy Student, Xie et al. 2020, arXiv:1911.04252; one student forward per step), mixed
-    like the labels under mixup.
+    like the labels under mixup; ``stored`` gives each training clip ``views`` fixed masked views that the
+    teacher scores once before distill trains, and shows the student those views with those outputs
+    (consistent like ``augmented``, one student forward a step like ``clean``;
+    :class:`audiokd.augment.ViewBank`).
     """
 
     freq_mask: int = _f(0, range=(0, 512))
@@ -114,7 +117,8 @@ class AugmentConfig:
     num_masks: int = _f(2, range=(0, 16))
     mixup_alpha: float = _f(0.0, range=(0.0, 10.0))
     students: bool = True
-    teacher_view: str = _f("augmented", choices=("augmented", "clean"))
+    teacher_view: str = _f("augmented", choices=("augmented", "clean", "stored"))
+    views: int = _f(8, range=(1, 1024))
 
     def for_students(self) -> AugmentConfig:
         """What the students' batches get: this section, or no masks and no mixup without ``students``."""
@@ -427,8 +431,19 @@ def _cross_check(obj: Any, prefix: str) -> None:
             f"{prefix}.unlabeled_manifest = {obj.unlabeled_manifest!r}: give it relative to the folder of "
             f"{prefix}.manifest (e.g. ../pool/unlabeled.csv), so that DVC can watch it from there"
         )
+    if isinstance(obj, AugmentConfig) and obj.teacher_view == "stored" and obj.students and obj.active:
+        _check_stored_views(obj, prefix)
     if isinstance(obj, AudioConfig) and obj.random_crop and obj.crop_pool_s < obj.duration_s:
         raise ConfigError(f"{prefix}.crop_pool_s must be at least {prefix}.duration_s when random_crop is on")
+
+
+def _check_stored_views(obj: AugmentConfig, prefix: str) -> None:
+    """Stored views are masked views: with mixup alone there would be nothing to store."""
+    if obj.num_masks == 0 or not (obj.freq_mask or obj.time_mask):
+        raise ConfigError(
+            f"{prefix}.teacher_view = stored keeps masked views of each clip, but no masks are on: set "
+            f"{prefix}.freq_mask or {prefix}.time_mask (and {prefix}.num_masks > 0), or use clean"
+        )
 
 
 def _check_teacher(obj: TeacherConfig, prefix: str) -> None:

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from audiokd.augment import BatchAugment, ViewBank
 from audiokd.config import (
     AugmentConfig,
     BaselineConfig,
@@ -17,6 +18,7 @@ from audiokd.config import (
     EnsembleConfig,
     StudentConfig,
     TeacherConfig,
+    build_section,
 )
 from audiokd.data.features import FeatureSet, clips_table
 from audiokd.distill import teacher_cache
@@ -26,6 +28,7 @@ from audiokd.io import read_json, write_json
 from audiokd.models import predict
 from audiokd.models.teacher import build_teacher
 from audiokd.teaching.ensemble import combine_members
+from audiokd.teaching.live import load_live, score_views
 from audiokd.teaching.outputs import import_outputs
 from teacher_helpers import RUNTIME, SHAPE, TARGETS, TINY, TRACKING, data_config, make_features
 
@@ -117,3 +120,51 @@ def test_min_steps_lengthens_a_small_sets_epochs_for_distill_and_the_baseline(wo
     no_kd = read_json(workdir / "baseline" / "meta.json")["budget"]
     assert kd["passes"] > 1 and kd["steps"] >= 3 * n
     assert no_kd["steps"] >= kd["steps"] and no_kd["epochs"] == kd["epochs"] == 2
+
+
+STORED = AugmentConfig(freq_mask=3, time_mask=4, num_masks=2, teacher_view="stored", views=3)
+
+
+def test_stored_views_are_scored_on_the_very_input_the_student_sees(workdir):
+    """teacher_view stored: the target of a row is the teacher's output on the view the batch showed."""
+    features = make_features(workdir / "features")
+    teacher = _ensemble(workdir, features)
+    fs = FeatureSet.load(features)
+    train = fs.split("train")
+    bank = ViewBank(STORED, len(train), STORED.views, SHAPE[1], fs.frames, seed=0)
+    scored = score_views(teacher, fs.task, train.x, bank, torch.device("cpu"))
+    assert scored.shape == (len(train), STORED.views, len(TARGETS))
+    aug = BatchAugment(STORED, fs.task, fs.frames, seed=0)
+    aug.bank = bank
+    idx = torch.tensor([5, 0, 3, 1])
+    x, _ = aug(train.x[idx], train.y[idx], idx)
+    live = load_live(teacher, fs.task)
+    with torch.no_grad():
+        on_view = live(pixel_values=x).logits
+    assert torch.allclose(on_view, scored[idx, aug.last_views], atol=1e-5)
+    with torch.no_grad():
+        on_clean = live(pixel_values=train.x[idx]).logits
+    assert not torch.allclose(on_clean, on_view, atol=1e-5)  # the masks change what the teacher says
+
+
+def test_an_ensemble_teaches_from_stored_views_in_one_distill_run(workdir):
+    features = make_features(workdir / "features")
+    teacher = _ensemble(workdir, features)
+    meta = _distill(workdir, features, teacher, augment=STORED)
+    run = mlflow.MlflowClient().get_run(meta["run_id"])
+    assert run.data.tags["kd.teacher"] == "stored views" and run.info.status == "FINISHED"
+    assert run.data.params["augment.views"] == "3"
+    assert {"train/hard_loss", "train/soft_loss"} <= set(run.data.metrics)
+
+
+def test_a_file_of_outputs_cannot_score_stored_views(workdir):
+    features = _outputs_teacher(workdir)
+    with pytest.raises(ConfigError, match=r"^augment.freq_mask, augment.time_mask: augmented batches need"):
+        _distill(workdir, features, workdir / "teacher", augment=STORED)
+    assert not (workdir / "student").exists()
+
+
+def test_stored_views_need_masks():
+    with pytest.raises(ConfigError, match=r"^augment.teacher_view = stored keeps masked views"):
+        build_section(AugmentConfig, {"teacher_view": "stored", "mixup_alpha": 0.2}, "augment")
+    assert build_section(AugmentConfig, {"teacher_view": "stored"}, "augment").views == 8  # nothing on: fine

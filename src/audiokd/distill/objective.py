@@ -2,7 +2,8 @@
 
 - Response-only KD (``beta == gamma == 0``): the teacher's outputs come from its cache; each step runs one
   forward pass, the student's, and no hidden states are requested from anyone. Augmented student batches
-  keep the cache with ``augment.teacher_view`` clean (mixed as mixup mixed the clips); with ``augmented``
+  keep the cache with ``augment.teacher_view`` clean (mixed as mixup mixed the clips), or take the teacher's
+  outputs on the very views shown with ``stored`` (scored once before training); with ``augmented``
   the teacher runs live on the augmented batch instead.
 - Feature or attention terms on: the teacher runs live, frozen in eval mode under ``no_grad``, once per step,
   with ``output_hidden_states`` (and ``output_attentions`` for ``attention_map``); its outputs for the soft
@@ -102,6 +103,8 @@ def build_objective(
     ``labelled_rows``: training rows from this index on are unlabelled clips (None: every row is labelled).
     ``mix``: the batches' augmentation; cached teacher outputs are mixed as its mixup mixed the clips
     (``augment.teacher_view`` clean: the clean clip's outputs stand for its masked or cropped views).
+    ``cached_train`` of shape (rows, views, outputs) holds the teacher's outputs on the stored views
+    (``teacher_view`` stored): each row's target is its output on the view ``mix`` showed the student.
     """
     inner_on = cfg.beta > 0 or cfg.gamma > 0
 
@@ -140,6 +143,10 @@ def build_objective(
         ) -> dict[str, torch.Tensor]:
             logits, _ = _student_pass(net, x, False, False)
             teacher_logits = None if teacher_out is None else teacher_out[idx.to(device)]
+            if teacher_logits is not None and teacher_logits.dim() == 3:  # stored views: (rows, views, out)
+                assert mix is not None and mix.last_views is not None, "stored views need the batch's views"
+                rows = torch.arange(len(teacher_logits), device=device)
+                teacher_logits = teacher_logits[rows, mix.last_views.to(device)]
             if teacher_logits is not None and mix is not None:
                 teacher_logits = mix.mix_like(teacher_logits)
             return kd(logits, y, teacher_logits, labelled=labelled(idx))

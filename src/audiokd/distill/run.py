@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import mlflow
@@ -10,10 +11,11 @@ import pandas as pd
 import torch
 
 from audiokd import distributed
-from audiokd.augment import center_frames, make_augment
+from audiokd.augment import ViewBank, center_frames, make_augment
 from audiokd.checkpoint import open_checkpoint
 from audiokd.config import (
     AugmentConfig,
+    ConfigError,
     DataConfig,
     DistillConfig,
     RuntimeConfig,
@@ -33,7 +35,7 @@ from audiokd.io import atomic_dir, file_sha256, read_json, write_json
 from audiokd.models import LogitsOnly, count_params, save_labels
 from audiokd.models.student import build_student
 from audiokd.tasks import Task
-from audiokd.teaching.live import augment_keys, check_live
+from audiokd.teaching.live import augment_keys, check_live, score_views
 from audiokd.tracking import MetricBuffer, log_run_inputs, log_torch_model, setup, stage_run, tracking_uri
 from audiokd.training import fit, passes_for, resolve_device, seed_everything, settings_from
 
@@ -101,8 +103,16 @@ def distill(
         student_aug = augment.for_students()  # augment.students false: the teacher's alone
         aug = make_augment(student_aug, fs, train.x.shape[-1], runtime.seed + d.rank, labelled_rows)
         # augmented batches see the teacher live, unless augment.teacher_view = clean keeps its cached outputs
+        # (or stored: its outputs on fixed views, scored below)
         live_aug = aug is not None and augment.teacher_view == "augmented"
-        if teacher_dir is not None and (inner_on or (cfg.alpha < 1 and live_aug)):
+        stored = aug is not None and augment.teacher_view == "stored" and teacher_dir is not None
+        stored = stored and cfg.alpha < 1 and not inner_on
+        if stored and train.x.shape[-1] > fs.frames:
+            raise ConfigError(
+                "augment.teacher_view = stored keeps views of the centre crop, but audio.random_crop draws "
+                "other windows: turn audio.random_crop off or use teacher_view clean or augmented"
+            )
+        if teacher_dir is not None and (inner_on or (cfg.alpha < 1 and (live_aug or stored))):
             # an ensemble, fold teachers or a file of outputs may not run live: refuse before any training
             check_live(teacher_dir, inner_on, augment_keys(student_aug, train.x.shape[-1] > fs.frames))
         use_cache = teacher_dir is not None and cfg.alpha < 1 and not inner_on and not live_aug
@@ -116,6 +126,20 @@ def distill(
             )
         if runtime.num_threads:
             torch.set_num_threads(runtime.num_threads)
+        if stored:
+            assert aug is not None and teacher_dir is not None
+            aug.bank = ViewBank(
+                student_aug, len(train), augment.views, fs.input_shape[1], fs.frames, runtime.seed
+            )
+            started = time.perf_counter()
+            cached["train"] = score_views(teacher_dir, fs.task, train.x, aug.bank, device)
+            log.info(
+                "%s: the teacher scored %d stored views of each of %d training clips in %.1f s",
+                stage,
+                augment.views,
+                len(train),
+                time.perf_counter() - started,
+            )
         seed_everything(runtime.seed)
         model = build_student(student, fs.input_shape, fs.task)
         n_params = count_params(model)
@@ -173,7 +197,15 @@ def distill(
             **({"teacher_run_id": str(teacher_meta["run_id"])} if teacher_meta.get("run_id") else {}),
             **({"teacher_run_ids": ",".join(map(str, run_ids))} if run_ids else {}),
             "kd.terms": ",".join(plan.terms),
-            "kd.teacher": "none" if teacher_dir is None else "live" if plan.live_teacher else "cached",
+            "kd.teacher": (
+                "none"
+                if teacher_dir is None
+                else "live"
+                if plan.live_teacher
+                else "stored views"
+                if stored
+                else "cached"
+            ),
         }
         log.info("%s: student %s %.2fM parameters", stage, student.arch, n_params / 1e6)
         if teacher_meta.get("params"):  # unknown for outputs brought from a file
