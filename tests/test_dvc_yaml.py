@@ -124,10 +124,11 @@ def test_stages_list_whole_known_sections(repo_root):
     # three exceptions: the no-KD baseline tracks distill's budget keys only, so KD weights do not rerun it;
     # an ensemble member tracks its own entry of ensemble.members (and the ensemble.enabled switch), so
     # editing one member reruns only it; the teachers and the baseline track the augment keys they use, so
-    # augment.teacher_view (distill's alone) and augment.students (not the teachers') rerun no teacher
+    # augment.teacher_view and augment.views (distill's alone) and augment.students (not the teachers') rerun
+    # no teacher
     augment_keys = {f"augment.{f.name}" for f in dataclasses.fields(AugmentConfig)}
     uses_students = {"baseline": {"augment.students"}}
-    teacher_aug = augment_keys - {"augment.students", "augment.teacher_view"}
+    teacher_aug = augment_keys - {"augment.students", "augment.teacher_view", "augment.views"}
     for name, stage in _spec(repo_root).items():
         for p in stage.get("do", stage).get("params", []):
             allowed = (
