@@ -6,6 +6,7 @@ import functools
 import logging
 import statistics
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -263,7 +264,7 @@ def _log_to_runs(
     metrics_path: Path,
     report_path: str | Path | None,
     figures: list[Path],
-    tables: tuple[Path, ...] | list[Path] = (),
+    tables: Sequence[Path] = (),
 ) -> None:
     """Attach the test metrics, report, figures and ``tables`` (per-group scores) to the distill run (and
     the no-KD run's own scores)."""
